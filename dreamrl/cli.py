@@ -1,0 +1,204 @@
+"""``dreamrl``: the command line.
+
+    dreamrl train --env ID --logdir DIR [--steps N] [--preset NAME ...] [--seed S] [key=value ...]
+    dreamrl eval --logdir DIR [--episodes N] [--seed S] [--json]
+    dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
+
+Configuration errors (unknown key, wrong type, value out of range, unknown env id)
+print one line naming the problem and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dreamrl import config as cfglib
+from dreamrl.config import Config, ConfigError
+from dreamrl.presets import PRESETS, SIZE_NAMES
+
+# Settings that may change when a run is resumed: they shape how long and how
+# visibly the run goes on, never what it learns.
+RESUMABLE = (
+    "run.steps", "run.log_every", "run.save_every", "run.eval_every", "run.eval_eps",
+    "run.eval_envs", "run.threads", "run.keep_checkpoints", "run.env_workers",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dreamrl", description="DreamerV3 world models for any gymnasium environment."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--env", help="gymnasium id (also 'module:Env-v0')")
+        p.add_argument("--preset", nargs="+", action="extend", default=[], metavar="NAME",
+                       help=f"presets, applied left to right: {', '.join(PRESETS)}")
+        p.add_argument("--steps", type=float, help="env steps to train for (run.steps)")
+        p.add_argument("--seed", type=int, help="run seed")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides by dotted path, e.g. run.train_ratio=512")
+
+    train = sub.add_parser("train", help="train an agent (rerun to resume)")
+    train.add_argument("--logdir", required=True, type=Path, help="run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress output")
+    config_args(train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained agent on fresh seeds")
+    ev.add_argument("--logdir", required=True, type=Path, help="run dir or checkpoint dir")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, help="seed of the evaluation seed stream")
+    ev.add_argument("--envs", type=int, default=4, help="envs stepped together")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    show = sub.add_parser("config", help="print the resolved config and each field's meaning")
+    show.add_argument("--docs", action="store_true", help="include each field's description")
+    config_args(show)
+    return parser
+
+
+def _split_presets(args: argparse.Namespace) -> None:
+    """``--preset a b.c=1`` swallows overrides: move ``k=v`` items back."""
+    presets = [p for p in args.preset if "=" not in p]
+    moved = [p for p in args.preset if "=" in p]
+    args.preset = presets
+    args.overrides = moved + list(args.overrides)
+
+
+def _auto_size(presets: Sequence[str], device: str) -> list[str]:
+    """Prepend a size preset when none was named: the paper's 200M default on a GPU,
+    1M on a CPU, where 200M would take days."""
+    sizes_set = any(p in SIZE_NAMES or "agent.dyn.rssm.deter" in PRESETS[p] for p in presets
+                    if p in PRESETS)
+    if sizes_set:
+        return list(presets)
+    from dreamrl.agent import resolve_device
+
+    size = "size200m" if resolve_device(device).type == "cuda" else "size1m"
+    return [size, *presets]
+
+
+def resolve(args: argparse.Namespace, saved: Config | None = None) -> Config:
+    """Build the run's config from the command line (and a saved one on resume)."""
+    _split_presets(args)
+    overrides = cfglib.parse_overrides(args.overrides)
+    if args.env:
+        overrides["task"] = args.env
+    elif saved is not None:
+        overrides.setdefault("task", saved.task)
+    if args.steps is not None:
+        overrides["run.steps"] = str(args.steps)
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    device = overrides.get("device", "auto")
+    presets = _auto_size(args.preset, str(device))
+    return cfglib.build_config(presets, overrides)
+
+
+def _check_resume(saved: Config, new: Config, logdir: Path) -> None:
+    changed = cfglib.diff(saved, new)
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
+    if refused:
+        lines = [f"  {k}: {old!r} -> {val!r}" for k, (old, val) in refused.items()]
+        raise ConfigError(
+            f"{logdir} holds a run with a different config; resuming would change:\n"
+            + "\n".join(lines)
+            + f"\nUse a new --logdir, or rerun with the original settings (only "
+            f"{', '.join(RESUMABLE)} may change on resume)."
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dreamrl.run.train import CONFIG_FILE, train
+
+    saved = None
+    saved_path = args.logdir / CONFIG_FILE
+    if saved_path.exists():
+        saved = cfglib.from_dict(json.loads(saved_path.read_text()))
+    config = resolve(args, saved)
+    if saved is not None:
+        _check_resume(saved, config, args.logdir)
+    for warning in cfglib.warnings_for(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    _set_threads(config)
+    from dreamrl.envs import make_env
+
+    make_env(config, None).close()  # fail fast, with exit status 2, on a bad env id
+    auto = [p for p in config.presets if p in SIZE_NAMES and p not in args.preset]
+    if auto:
+        print(f"No size preset given: using {auto[0]} for device '{config.device}' "
+              "(pass --preset size12m ... size400m to choose).")
+    train(config, args.logdir, progress=not args.no_progress)
+    return 0
+
+
+def _set_threads(config: Config) -> None:
+    if config.run.threads:
+        import torch
+
+        torch.set_num_threads(config.run.threads)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import functools
+
+    from dreamrl.agent import Agent
+    from dreamrl.envs import TEST_STREAM, env_seed, make_env
+    from dreamrl.run.checkpoint import find_agent_dir, load_loop_state
+    from dreamrl.run.evaluate import evaluate
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes: {args.episodes} is out of range; allowed: 1 or more")
+    try:
+        ckpt = find_agent_dir(args.logdir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    agent = Agent.load(ckpt)
+    config = agent.config
+    seed = config.seed if args.seed is None else args.seed
+    seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
+    result = evaluate(agent, functools.partial(make_env, config, None), seeds, args.envs,
+                      deterministic=not args.stochastic)
+    env_steps = None
+    if (ckpt / "loop.json").exists():
+        env_steps = load_loop_state(ckpt)["env_steps"]
+    summary = {**result.as_dict(), "env_steps": env_steps, "checkpoint": str(ckpt),
+               "deterministic": not args.stochastic}
+    print(f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "
+          f"episodes (checkpoint at {env_steps} env steps, "
+          f"{'stochastic' if args.stochastic else 'deterministic'} policy)")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = resolve(args)
+    docs = cfglib.field_docs()
+    for path, value in cfglib.flatten(config).items():
+        line = f"{path} = {value!r}"
+        print(f"{line:<48} # {docs[path]}" if args.docs else line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

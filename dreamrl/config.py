@@ -1,0 +1,585 @@
+"""The configuration tree: frozen dataclasses, built once, saved with the run.
+
+Field names follow the official DreamerV3 ``configs.yaml`` wherever a setting exists
+there (``agent.dyn.rssm.deter``, ``run.train_ratio``, ``agent.imag_loss.lam``, ...), so
+a reader of the paper's code finds the same knob under the same name. Defaults are the
+paper's (the 2024 / Nature version); where dreamrl departs, the field's doc says so.
+
+A config is never mutated. :func:`build_config` composes named presets (see
+:mod:`dreamrl.presets`) and ``key=value`` overrides into a new one; derived values are
+functions of the config, not fields filled in later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can act on: the message names the key."""
+
+
+def _doc(default: Any, doc: str) -> Any:
+    """A dataclass field carrying its documentation (used by the config reference)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in the config")
+    return field(default=default, metadata={"doc": doc})
+
+
+def _sub(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+# --------------------------------------------------------------------------- agent
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    """Recurrent state-space model: block GRU path plus categorical latents."""
+
+    deter: int = _doc(8192, "Size of the deterministic GRU state h.")
+    hidden: int = _doc(1024, "Width of the layers around the GRU (inputs, prior, posterior).")
+    stoch: int = _doc(32, "Number of categorical latent variables in z.")
+    classes: int = _doc(64, "Classes per categorical latent variable.")
+    unimix: float = _doc(0.01, "Uniform mixture on the latent categoricals (1% in the paper).")
+    blocks: int = _doc(8, "Block-diagonal groups of the GRU; deter must divide by it.")
+    free_nats: float = _doc(1.0, "KL terms below this many nats are clipped (no gradient).")
+    imglayers: int = _doc(2, "Hidden layers of the prior (imagination) head.")
+    obslayers: int = _doc(1, "Hidden layers of the posterior (observation) head.")
+    dynlayers: int = _doc(1, "Block-linear hidden layers inside the GRU cell.")
+    outscale: float = _doc(1.0, "Init scale of the latent logit layers.")
+
+
+@dataclass(frozen=True)
+class DynConfig:
+    typ: str = _doc("rssm", "Dynamics model type; only 'rssm' exists.")
+    rssm: RSSMConfig = _sub(RSSMConfig, "RSSM settings.")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    depth: int = _doc(64, "Base channel count of the CNN; stage i has depth * mults[i].")
+    mults: tuple[int, ...] = _doc((2, 3, 4, 4), "Channel multipliers, one per CNN stage.")
+    layers: int = _doc(3, "MLP layers for vector observations.")
+    units: int = _doc(1024, "MLP width for vector observations.")
+    kernel: int = _doc(5, "CNN kernel size (unstrided conv, then 2x2 max-pool).")
+    symlog: bool = _doc(True, "Squash vector observations with symlog before the MLP.")
+
+
+@dataclass(frozen=True)
+class EncConfig:
+    typ: str = _doc("simple", "Encoder type; only 'simple' exists.")
+    simple: EncoderConfig = _sub(EncoderConfig, "Encoder settings.")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    depth: int = _doc(64, "Base channel count of the transposed CNN.")
+    mults: tuple[int, ...] = _doc((2, 3, 4, 4), "Channel multipliers, mirrored from the encoder.")
+    layers: int = _doc(3, "MLP layers for vector reconstructions.")
+    units: int = _doc(1024, "MLP width for vector reconstructions.")
+    kernel: int = _doc(5, "CNN kernel size (nearest 2x upsample, then unstrided conv).")
+    bspace: int = _doc(8, "Blocks of the block-linear map from deter to the first feature map.")
+    outscale: float = _doc(1.0, "Init scale of the output layers.")
+
+
+@dataclass(frozen=True)
+class DecConfig:
+    typ: str = _doc("simple", "Decoder type; only 'simple' exists.")
+    simple: DecoderConfig = _sub(DecoderConfig, "Decoder settings.")
+
+
+@dataclass(frozen=True)
+class RewHeadConfig:
+    layers: int = _doc(1, "Hidden layers.")
+    units: int = _doc(1024, "Hidden width.")
+    bins: int = _doc(255, "Two-hot bins, symexp-spaced over [-20, 20] in symlog space.")
+    outscale: float = _doc(0.0, "Init scale of the output layer (0: predicts 0 at start).")
+
+
+@dataclass(frozen=True)
+class ConHeadConfig:
+    layers: int = _doc(1, "Hidden layers.")
+    units: int = _doc(1024, "Hidden width.")
+    outscale: float = _doc(1.0, "Init scale of the output layer.")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    layers: int = _doc(3, "Hidden layers.")
+    units: int = _doc(1024, "Hidden width.")
+    minstd: float = _doc(0.1, "Lower bound of the bounded-normal std (continuous actions).")
+    maxstd: float = _doc(1.0, "Upper bound of the bounded-normal std (continuous actions).")
+    outscale: float = _doc(0.01, "Init scale of the output layer.")
+    unimix: float = _doc(
+        0.01,
+        "Uniform mixture on discrete action distributions, as the paper states. (The "
+        "official code names this setting but its categorical head does not apply it.)",
+    )
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    layers: int = _doc(3, "Hidden layers.")
+    units: int = _doc(1024, "Hidden width.")
+    bins: int = _doc(255, "Two-hot bins, symexp-spaced over [-20, 20] in symlog space.")
+    outscale: float = _doc(0.0, "Init scale of the output layer (0: predicts 0 at start).")
+
+
+@dataclass(frozen=True)
+class OptConfig:
+    lr: float = _doc(4e-5, "LaProp learning rate (one optimiser over every module).")
+    agc: float = _doc(0.3, "Adaptive gradient clipping: |g| <= agc * max(1e-3, |w|) per tensor.")
+    eps: float = _doc(1e-20, "LaProp epsilon inside the RMS normaliser.")
+    beta1: float = _doc(0.9, "Momentum rate.")
+    beta2: float = _doc(0.999, "Second-moment rate.")
+    warmup: int = _doc(1000, "Updates over which the learning rate ramps linearly from 0.")
+
+
+@dataclass(frozen=True)
+class LossScales:
+    rec: float = _doc(1.0, "Reconstruction (every decoded observation key).")
+    rew: float = _doc(1.0, "Reward prediction.")
+    con: float = _doc(1.0, "Continue prediction.")
+    dyn: float = _doc(1.0, "Dynamics KL: trains the prior toward the (stopped) posterior.")
+    rep: float = _doc(0.1, "Representation KL: trains the posterior toward the (stopped) prior.")
+    policy: float = _doc(1.0, "Actor loss on imagined trajectories.")
+    value: float = _doc(1.0, "Critic loss on imagined trajectories.")
+    repval: float = _doc(0.3, "Critic loss on replayed trajectories.")
+
+
+@dataclass(frozen=True)
+class ImagLossConfig:
+    slowtar: bool = _doc(False, "Bootstrap returns from the slow critic instead of the critic.")
+    lam: float = _doc(0.95, "Lambda of the lambda-return.")
+    actent: float = _doc(3e-4, "Entropy bonus of the actor.")
+    slowreg: float = _doc(1.0, "Weight of the regulariser toward the slow critic.")
+
+
+@dataclass(frozen=True)
+class ReplLossConfig:
+    slowtar: bool = _doc(False, "Bootstrap replay returns from the slow critic.")
+    lam: float = _doc(0.95, "Lambda of the replay lambda-return.")
+    slowreg: float = _doc(1.0, "Weight of the regulariser toward the slow critic.")
+
+
+@dataclass(frozen=True)
+class SlowValueConfig:
+    rate: float = _doc(0.02, "EMA rate of the slow critic toward the critic.")
+    every: int = _doc(1, "Update the slow critic every this many train steps.")
+
+
+@dataclass(frozen=True)
+class RetNormConfig:
+    rate: float = _doc(0.01, "EMA rate of the return percentiles.")
+    limit: float = _doc(1.0, "Returns are divided by max(limit, P_hi - P_lo).")
+    perclo: float = _doc(5.0, "Lower percentile.")
+    perchi: float = _doc(95.0, "Upper percentile.")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    loss_scales: LossScales = _sub(LossScales, "Weights of the loss terms.")
+    opt: OptConfig = _sub(OptConfig, "Optimiser.")
+    ac_grads: bool = _doc(False, "Let actor-critic gradients reach the imagination start states.")
+    dyn: DynConfig = _sub(DynConfig, "Dynamics model.")
+    enc: EncConfig = _sub(EncConfig, "Encoder.")
+    dec: DecConfig = _sub(DecConfig, "Decoder.")
+    rewhead: RewHeadConfig = _sub(RewHeadConfig, "Reward head.")
+    conhead: ConHeadConfig = _sub(ConHeadConfig, "Continue head.")
+    policy: PolicyConfig = _sub(PolicyConfig, "Actor.")
+    value: ValueConfig = _sub(ValueConfig, "Critic.")
+    imag_last: int = _doc(0, "Imagine from only the last K posterior steps (0: all of them).")
+    imag_length: int = _doc(15, "Imagination horizon H.")
+    horizon: int = _doc(333, "Effective horizon: discount is 1 - 1/horizon.")
+    contdisc: bool = _doc(True, "Fold the discount into the continue head's target.")
+    imag_loss: ImagLossConfig = _sub(ImagLossConfig, "Actor-critic loss on imagination.")
+    repl_loss: ReplLossConfig = _sub(ReplLossConfig, "Critic loss on replay.")
+    slowvalue: SlowValueConfig = _sub(SlowValueConfig, "Slow critic.")
+    retnorm: RetNormConfig = _sub(RetNormConfig, "Return normalisation.")
+    reward_grad: bool = _doc(True, "Let reward-head gradients shape the representation.")
+    repval_loss: bool = _doc(True, "Train the critic on replayed trajectories too.")
+    repval_grad: bool = _doc(True, "Let the replay critic loss shape the representation.")
+
+
+# --------------------------------------------------------------------------- rest
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    size: int = _doc(5_000_000, "Capacity in env steps (oldest steps are dropped first).")
+    online: bool = _doc(True, "Train on each fresh sequence once as soon as it is complete.")
+    chunksize: int = _doc(1024, "Steps per replay chunk file written under the run dir.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    steps: int = _doc(10_000_000_000, "Env steps to train for (agent steps, before action repeat).")
+    train_ratio: float = _doc(32.0, "Replayed steps per env step (batch_size*batch_length per update).")
+    envs: int = _doc(4, "Training environments, stepped together.")
+    env_workers: str = _doc(
+        "process", "Where training envs step: 'process' (one worker each) or 'inline'."
+    )
+    eval_eps: int = _doc(10, "Episodes per periodic evaluation (deterministic policy, fresh seeds).")
+    eval_envs: int = _doc(4, "Environments stepped together during evaluation.")
+    eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
+    log_every: float = _doc(30.0, "Seconds between metric writes.")
+    save_every: float = _doc(600.0, "Seconds between checkpoints (one is always written at the end).")
+    keep_checkpoints: int = _doc(2, "Complete checkpoints kept on disk.")
+    threads: int = _doc(0, "Torch CPU threads (0: torch's default).")
+
+
+@dataclass(frozen=True)
+class DMCConfig:
+    image: bool = _doc(True, "Give the model 64x64 camera images.")
+    proprio: bool = _doc(True, "Give the model proprioceptive vectors.")
+    camera: int = _doc(-1, "Camera id (-1: the suite's default for the domain).")
+
+
+@dataclass(frozen=True)
+class AtariConfig:
+    size: tuple[int, ...] = _doc((96, 96), "Frame size.")
+    repeat: int = _doc(4, "Action repeat.")
+    sticky: bool = _doc(True, "Sticky actions (repeat previous action with p=0.25).")
+    gray: bool = _doc(True, "Grayscale frames.")
+    noops: int = _doc(30, "Max random no-ops at reset.")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    size: tuple[int, ...] = _doc((64, 64), "Image observations are resized to this (H, W).")
+    pixels: bool = _doc(False, "Use the env's rgb render as the observation instead of its state.")
+    repeat: int = _doc(1, "Action repeat: each agent step runs the env this many times.")
+    dmc: DMCConfig = _sub(DMCConfig, "DeepMind Control suite settings.")
+    atari: AtariConfig = _sub(AtariConfig, "Atari settings.")
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str = _doc("", "Environment id: a gymnasium id, 'module:Env-v0', or a suite id.")
+    seed: int = _doc(0, "Seed for weights, sampling and training env seeds.")
+    device: str = _doc("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    batch_size: int = _doc(16, "Sequences per training batch.")
+    batch_length: int = _doc(64, "Steps per training sequence.")
+    presets: tuple[str, ...] = _doc((), "Presets applied, in order (recorded for the reader).")
+    replay: ReplayConfig = _sub(ReplayConfig, "Replay buffer.")
+    run: RunConfig = _sub(RunConfig, "Training loop.")
+    env: EnvConfig = _sub(EnvConfig, "Environment construction.")
+    agent: AgentConfig = _sub(AgentConfig, "The agent.")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def leaf_paths(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Every leaf field of a config class as ``{dotted.path: type}``."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        typ = hints[f.name]
+        path = prefix + f.name
+        if dataclasses.is_dataclass(typ):
+            out.update(leaf_paths(typ, path + "."))  # type: ignore[arg-type]
+        else:
+            out[path] = typ
+    return out
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> dict[str, str]:
+    """The documentation string of every leaf field, by dotted path."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, str] = {}
+    for f in fields(cls):
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            out.update(field_docs(typ, prefix + f.name + "."))  # type: ignore[arg-type]
+        else:
+            out[prefix + f.name] = f.metadata.get("doc", "")
+    return out
+
+
+def get(config: Any, path: str) -> Any:
+    """The value at a dotted path."""
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists), ready for JSON."""
+    out = dataclasses.asdict(config)
+    return json.loads(json.dumps(out))
+
+
+def flatten(config: Any) -> dict[str, Any]:
+    """``{dotted.path: value}`` for every leaf."""
+    return {path: get(config, path) for path in leaf_paths(type(config))}
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) is tuple:
+        return "a list of " + _type_name(typing.get_args(typ)[0]) + "s"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        typ, str(typ)
+    )
+
+
+def coerce(path: str, typ: Any, value: Any) -> Any:
+    """Convert ``value`` (a string from the command line or a preset value) to ``typ``.
+
+    Raises ConfigError naming ``path`` and the expected type when it does not fit.
+    """
+    problem = ConfigError(f"{path}: expected {_type_name(typ)}, got {value!r}")
+    if typing.get_origin(typ) is tuple:
+        item = typing.get_args(typ)[0]
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            value = [v for v in re.split(r"[,\s]+", text) if v]
+        if not isinstance(value, (list, tuple)):
+            raise problem
+        return tuple(coerce(path, item, v) for v in value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise problem
+    if typ is int:
+        if isinstance(value, bool):
+            raise problem
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise problem from None
+        if not number.is_integer():
+            raise problem
+        return int(number)
+    if typ is float:
+        if isinstance(value, bool):
+            raise problem
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise problem from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise problem
+        return value
+    raise problem
+
+
+def _is_pattern(key: str) -> bool:
+    return any(c in key for c in "*+?[]()|^$\\")
+
+
+def resolve_key(key: str) -> list[str]:
+    """Leaf paths a key names: itself, or every path a regex key fully matches."""
+    paths = leaf_paths()
+    if key in paths:
+        return [key]
+    if _is_pattern(key):
+        try:
+            pattern = re.compile(key)
+        except re.error as e:
+            raise ConfigError(f"{key}: not a valid pattern ({e})") from None
+        matches = [p for p in paths if pattern.fullmatch(p)]
+        if matches:
+            return matches
+        raise ConfigError(f"{key}: the pattern matches no config key")
+    close = [p for p in paths if p.endswith("." + key.split(".")[-1])]
+    hint = f" (did you mean {', '.join(close[:4])}?)" if close else ""
+    raise ConfigError(f"{key}: unknown config key{hint}")
+
+
+def replace(config: Config, updates: Mapping[str, Any]) -> Config:
+    """A new config with ``{dotted.path or regex: value}`` applied in order."""
+    types_ = leaf_paths()
+    flat = flatten(config)
+    for key, value in updates.items():
+        for path in resolve_key(key):
+            flat[path] = coerce(path, types_[path], value)
+    return _unflatten(Config, flat)
+
+
+def _unflatten(cls: type, flat: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        typ = hints[f.name]
+        path = prefix + f.name
+        if dataclasses.is_dataclass(typ):
+            kwargs[f.name] = _unflatten(typ, flat, path + ".")  # type: ignore[arg-type]
+        elif path in flat:
+            kwargs[f.name] = flat[path]
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Rebuild a config from :func:`to_dict` output, checking every key and type."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, prefix + key + ".")
+            else:
+                flat[prefix + key] = value
+
+    walk(data, "")
+    types_ = leaf_paths()
+    unknown = sorted(set(flat) - set(types_))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown config key in saved config")
+    coerced = {k: coerce(k, types_[k], v) for k, v in flat.items()}
+    return validate(_unflatten(Config, coerced))
+
+
+def diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{path: (old, new)}`` for every leaf that differs."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check(ok: bool, path: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {value!r} is out of range; allowed: {allowed}")
+
+
+def validate(config: Config) -> Config:
+    """Raise ConfigError for values no run could use; return the config unchanged."""
+    flat = flatten(config)
+    positive = [p for p, t in leaf_paths().items() if t is int and p.rsplit(".", 1)[-1] in (
+        "deter", "hidden", "stoch", "classes", "blocks", "depth", "units", "kernel",
+        "bins", "batch_size", "batch_length", "envs", "eval_envs", "chunksize", "size",
+        "imag_length", "horizon", "every", "keep_checkpoints",
+    )]
+    for path in positive:
+        _check(flat[path] > 0, path, "a positive integer", flat[path])
+    for path in ("agent.dyn.rssm.unimix", "agent.policy.unimix"):
+        _check(0 <= flat[path] < 1, path, "0 <= value < 1", flat[path])
+    for path in ("agent.imag_loss.lam", "agent.repl_loss.lam"):
+        _check(0 <= flat[path] <= 1, path, "0 <= value <= 1", flat[path])
+    for path in ("agent.slowvalue.rate", "agent.retnorm.rate"):
+        _check(0 < flat[path] <= 1, path, "0 < value <= 1", flat[path])
+    for path, typ in leaf_paths().items():
+        if path.startswith("agent.loss_scales."):
+            _check(flat[path] >= 0, path, "a non-negative number", flat[path])
+    rssm = config.agent.dyn.rssm
+    _check(
+        rssm.deter % rssm.blocks == 0, "agent.dyn.rssm.deter",
+        f"a multiple of agent.dyn.rssm.blocks ({rssm.blocks})", rssm.deter,
+    )
+    dec = config.agent.dec.simple
+    _check(
+        rssm.deter % dec.bspace == 0, "agent.dec.simple.bspace",
+        f"a divisor of agent.dyn.rssm.deter ({rssm.deter})", dec.bspace,
+    )
+    _check(
+        config.agent.loss_scales.con > 0, "agent.loss_scales.con",
+        "a positive number: without a continue head imagined episodes never end", 0,
+    )
+    _check(config.run.train_ratio > 0, "run.train_ratio", "a positive number", config.run.train_ratio)
+    _check(config.run.steps > 0, "run.steps", "a positive integer", config.run.steps)
+    _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
+    _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
+    _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
+    _check(
+        config.run.env_workers in ("process", "inline"), "run.env_workers",
+        "'process' or 'inline'", config.run.env_workers,
+    )
+    _check(config.env.repeat >= 1, "env.repeat", "1 or more", config.env.repeat)
+    _check(len(config.env.size) == 2, "env.size", "two integers (H, W)", config.env.size)
+    for path in ("env.size",):
+        h, w = get(config, path)
+        _check(h % 16 == 0 and w % 16 == 0 and h >= 48 and w >= 48, path,
+               "H and W multiples of 16, at least 48 (four 2x stages)", (h, w))
+    _check(config.agent.dyn.typ == "rssm", "agent.dyn.typ", "'rssm'", config.agent.dyn.typ)
+    _check(config.agent.enc.typ == "simple", "agent.enc.typ", "'simple'", config.agent.enc.typ)
+    _check(config.agent.dec.typ == "simple", "agent.dec.typ", "'simple'", config.agent.dec.typ)
+    _check(
+        len(config.agent.enc.simple.mults) == len(config.agent.dec.simple.mults),
+        "agent.dec.simple.mults", "as many stages as agent.enc.simple.mults",
+        config.agent.dec.simple.mults,
+    )
+    return config
+
+
+def warnings_for(config: Config) -> list[str]:
+    """Settings that run but that the lesson's common mistakes warn against."""
+    out = []
+    agent = config.agent
+    if agent.imag_length > 50:
+        out.append(
+            f"agent.imag_length={agent.imag_length}: a long imagination horizon lets the "
+            "actor exploit compounding model error (the paper uses 15)."
+        )
+    if agent.imag_length < 5:
+        out.append(f"agent.imag_length={agent.imag_length}: very short imagination horizon.")
+    scales = agent.loss_scales
+    if scales.dyn == 0 or scales.rep == 0:
+        out.append("KL balance has a zero term: the latents may collapse or ignore observations.")
+    elif scales.rep / scales.dyn > 1.0:
+        out.append(
+            f"agent.loss_scales.rep/dyn = {scales.rep / scales.dyn:g}: a strong representation "
+            "KL pushes the posterior to ignore observations (the paper uses 0.1)."
+        )
+    elif scales.rep / scales.dyn < 0.01:
+        out.append(
+            f"agent.loss_scales.rep/dyn = {scales.rep / scales.dyn:g}: a weak representation "
+            "KL leaves latents hard to predict (the paper uses 0.1)."
+        )
+    if config.batch_length < 16:
+        out.append(f"batch_length={config.batch_length}: short sequences starve the GRU of context.")
+    return out
+
+
+def apply_presets(config: Config, names: Sequence[str]) -> Config:
+    """Apply named presets left to right and record their names."""
+    from dreamrl import presets as preset_table
+
+    for name in names:
+        if name not in preset_table.PRESETS:
+            known = ", ".join(sorted(preset_table.PRESETS))
+            raise ConfigError(f"--preset {name}: unknown preset; known: {known}")
+        config = replace(config, preset_table.PRESETS[name])
+    return dataclasses.replace(config, presets=tuple(config.presets) + tuple(names))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``['a.b=1', 'c=x']`` to ``{'a.b': '1', 'c': 'x'}``, refusing malformed items."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r}: overrides are key=value, e.g. run.train_ratio=64")
+        key, value = item.split("=", 1)
+        key = key.strip().lstrip("-")
+        if not key:
+            raise ConfigError(f"{item!r}: missing key before '='")
+        out[key] = value
+    return out
+
+
+def build_config(
+    presets: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Compose ``base`` (default: the paper's config), presets in order, then overrides."""
+    config = apply_presets(base or Config(), presets)
+    config = replace(config, overrides or {})
+    return validate(config)

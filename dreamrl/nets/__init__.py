@@ -1,0 +1,1 @@
+"""Neural network pieces: layers, distributions, encoder/decoder and heads."""

@@ -1,0 +1,179 @@
+"""The distributions of DreamerV3 as pure functions of tensors.
+
+Plain functions rather than ``torch.distributions`` objects: they are what the losses
+need, nothing more, with no argument validation on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------- squash
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * log(1 + |x|)`` (paper eq. 9), elementwise."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`symlog`: ``sign(x) * (exp(|x|) - 1)``, elementwise."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+# ----------------------------------------------------------------------------- two-hot
+
+
+def twohot_bins(count: int = 255, low: float = -20.0, high: float = 20.0) -> torch.Tensor:
+    """Bin positions ``[count]``: ``symexp`` of an even grid over ``[low, high]``.
+
+    Built from one half and mirrored, so the grid is exactly symmetric around 0 and a
+    uniform distribution over it predicts exactly 0 (needed for zero-initialised heads).
+    """
+    if low != -high:
+        raise ValueError("two-hot bins must be symmetric around zero")
+    if count % 2 == 1:
+        half = symexp(torch.linspace(low, 0.0, (count - 1) // 2 + 1, dtype=torch.float64))
+        bins = torch.cat([half, -half[:-1].flip(0)])
+    else:
+        half = symexp(torch.linspace(low, 0.0, count // 2, dtype=torch.float64))
+        bins = torch.cat([half, -half.flip(0)])
+    return bins.float()
+
+
+def twohot_encode(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot targets ``[..., K]`` for values ``x [...]`` on sorted ``bins [K]``.
+
+    The weight is split between the two neighbouring bins in proportion to closeness
+    (linear in the raw value, between symexp-spaced bins); values outside the range put
+    all weight on the edge bin.
+    """
+    x = x.float()
+    k = bins.shape[0]
+    below = (bins <= x[..., None]).sum(-1) - 1
+    above = k - (bins > x[..., None]).sum(-1)
+    below = below.clamp(0, k - 1)
+    above = above.clamp(0, k - 1)
+    equal = below == above
+    to_below = torch.where(equal, 1.0, (bins[below] - x).abs())
+    to_above = torch.where(equal, 1.0, (bins[above] - x).abs())
+    total = to_below + to_above
+    weight_below = to_above / total
+    weight_above = to_below / total
+    return (
+        F.one_hot(below, k) * weight_below[..., None]
+        + F.one_hot(above, k) * weight_above[..., None]
+    )
+
+
+def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Expected value ``[...]`` of the categorical ``logits [..., K]`` over ``bins``.
+
+    Sums the two halves from the centre outwards so symmetric probabilities give
+    exactly zero rather than float round-off.
+    """
+    probs = torch.softmax(logits.float(), -1)
+    k = bins.shape[0]
+    m = k // 2
+    if k % 2 == 1:
+        centre = probs[..., m] * bins[m]
+        left = (probs[..., :m] * bins[:m]).flip(-1)
+        right = probs[..., m + 1 :] * bins[m + 1 :]
+        return centre + (left + right).sum(-1)
+    left = (probs[..., :m] * bins[:m]).flip(-1)
+    right = probs[..., m:] * bins[m:]
+    return (left + right).sum(-1)
+
+
+def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ``[...]`` of ``logits [..., K]`` against two-hot(``target [...]``)."""
+    encoded = twohot_encode(target.detach(), bins)
+    return -(encoded * torch.log_softmax(logits.float(), -1)).sum(-1)
+
+
+# ----------------------------------------------------------------------------- categorical
+
+
+def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log-probabilities ``[..., K]`` of ``(1 - unimix) * softmax + unimix / K``."""
+    if not unimix:
+        return torch.log_softmax(logits, -1)
+    probs = torch.softmax(logits, -1)
+    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(
+    logits: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A one-hot sample ``[..., K]`` with straight-through gradients (Gumbel-max draw).
+
+    Forward value is the one-hot sample; the gradient is that of ``softmax(logits)``.
+    """
+    uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    index = (logits.detach() + gumbel).argmax(-1)
+    return straight_through(index, logits)
+
+
+def mode_onehot(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely class ``[..., K]`` one-hot, with straight-through gradients."""
+    return straight_through(logits.argmax(-1), logits)
+
+
+def straight_through(index: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """One-hot of ``index`` in the forward pass, ``softmax(logits)``'s gradient backward."""
+    hard = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+    probs = torch.softmax(logits, -1)
+    return hard + probs - probs.detach()
+
+
+def categorical_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``KL(lhs || rhs)`` ``[...]`` of categoricals with log-probs ``[..., S, K]``, summed over S."""
+    lhs = torch.log_softmax(lhs, -1)
+    rhs = torch.log_softmax(rhs, -1)
+    return (lhs.exp() * (lhs - rhs)).sum((-2, -1))
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy ``[...]`` of the categorical ``logits [..., K]``."""
+    logp = torch.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def categorical_logp(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Log-probability ``[...]`` of the one-hot event ``[..., K]``."""
+    return (torch.log_softmax(logits, -1) * onehot).sum(-1)
+
+
+# ----------------------------------------------------------------------------- continuous
+
+
+def bounded_normal(
+    mean: torch.Tensor, std: torch.Tensor, minstd: float, maxstd: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map raw head outputs to ``(tanh(mean), std in [minstd, maxstd])``."""
+    std = (maxstd - minstd) * torch.sigmoid(std + 2.0) + minstd
+    return torch.tanh(mean), std
+
+
+def normal_logp(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Diagonal normal log-density ``[...]`` of ``x [..., D]``, summed over D."""
+    z = (x - mean) / std
+    return (-0.5 * z.square() - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def normal_entropy(std: torch.Tensor) -> torch.Tensor:
+    """Diagonal normal entropy ``[...]`` for ``std [..., D]``, summed over D."""
+    return (0.5 * torch.log(2 * math.pi * std.square()) + 0.5).sum(-1)
+
+
+# ----------------------------------------------------------------------------- binary
+
+
+def bernoulli_logp(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Log-likelihood of a (possibly soft) ``target`` in [0, 1] under ``sigmoid(logit)``."""
+    return target * F.logsigmoid(logit) + (1 - target) * F.logsigmoid(-logit)

@@ -1,0 +1,114 @@
+"""Building blocks: initialised linear and conv layers, RMSNorm, MLPs, block-linear.
+
+Initialisation follows the official code: a normal truncated at two standard deviations,
+rescaled by 1.1368 so its variance is 1/fan_in, times an ``outscale`` (0 gives the
+zero-initialised output layers of the reward and critic heads).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+TRUNC_STD_CORRECTION = 1.1368  # std of N(0,1) truncated to [-2, 2] is 1/1.1368
+
+
+def init_trunc_normal_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
+    """In place: truncated normal with variance ``scale**2 / fan_in``."""
+    with torch.no_grad():
+        nn.init.trunc_normal_(weight, mean=0.0, std=1.0, a=-2.0, b=2.0)
+        weight.mul_(TRUNC_STD_CORRECTION * scale / math.sqrt(fan_in))
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with the DreamerV3 initialisation and zero bias."""
+
+    def __init__(self, inputs: int, units: int, outscale: float = 1.0, bias: bool = True):
+        super().__init__(inputs, units, bias=bias)
+        init_trunc_normal_(self.weight, inputs, outscale)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation over the last dimension with a learned scale (eps 1e-4)."""
+
+    def __init__(self, size: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMS normalisation over the channel dimension of ``[N, C, H, W]`` maps."""
+
+    def __init__(self, channels: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inv = torch.rsqrt(x.square().mean(1, keepdim=True) + self.eps)
+        return x * inv * self.scale[:, None, None]
+
+
+class NormAct(nn.Module):
+    """Linear -> RMSNorm -> SiLU, the unit every MLP in DreamerV3 is made of."""
+
+    def __init__(self, inputs: int, units: int):
+        super().__init__()
+        self.linear = Linear(inputs, units)
+        self.norm = RMSNorm(units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.norm(self.linear(x)))
+
+
+def mlp(inputs: int, layers: int, units: int) -> nn.Sequential:
+    """``layers`` NormAct units; with ``layers=0`` the identity."""
+    mods = [NormAct(inputs if i == 0 else units, units) for i in range(layers)]
+    return nn.Sequential(*mods)
+
+
+def mlp_width(inputs: int, layers: int, units: int) -> int:
+    """Output width of :func:`mlp`."""
+    return units if layers else inputs
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map: ``blocks`` independent linears on equal slices.
+
+    ``x [..., inputs] -> [..., units]``; slice ``g`` of the input feeds slice ``g`` of
+    the output. Fan-in for the init is the full ``inputs``, as in the official code.
+    """
+
+    def __init__(self, inputs: int, units: int, blocks: int, outscale: float = 1.0):
+        super().__init__()
+        if inputs % blocks or units % blocks:
+            raise ValueError(f"BlockLinear: {inputs} -> {units} not divisible by {blocks} blocks")
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, inputs // blocks, units // blocks))
+        self.bias = nn.Parameter(torch.zeros(units))
+        init_trunc_normal_(self.weight, inputs, outscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        g = self.blocks
+        x = x.reshape(-1, g, x.shape[-1] // g).transpose(0, 1)  # [G, N, in/G]
+        y = torch.bmm(x, self.weight).transpose(0, 1)  # [N, G, out/G]
+        return y.reshape(*lead, -1) + self.bias
+
+
+class Conv2d(nn.Conv2d):
+    """'Same'-padded conv with the DreamerV3 initialisation."""
+
+    def __init__(self, inputs: int, outputs: int, kernel: int, outscale: float = 1.0):
+        super().__init__(inputs, outputs, kernel, padding=kernel // 2)
+        init_trunc_normal_(self.weight, inputs * kernel * kernel, outscale)
+        nn.init.zeros_(self.bias)  # type: ignore[arg-type]

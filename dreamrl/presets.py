@@ -1,0 +1,107 @@
+"""Named presets: ``{dotted.path or regex: value}`` tables applied left to right.
+
+The size ladder and the domain presets are the official DreamerV3 ones (its
+``configs.yaml``); keys that are regexes (``.*\\.units``) set every field they fully
+match, as the official presets do. ``debug`` and ``demo`` are dreamrl's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Preset = dict[str, Any]
+
+
+def _size(deter: int, hidden: int, classes: int, depth: int, units: int) -> Preset:
+    """One rung of the paper's size ladder: RSSM dims, CNN depth and MLP units."""
+    return {
+        "agent.dyn.rssm.deter": deter,
+        "agent.dyn.rssm.hidden": hidden,
+        "agent.dyn.rssm.classes": classes,
+        r"agent\..*\.depth": depth,
+        r"agent\..*\.units": units,
+    }
+
+
+SIZES: dict[str, Preset] = {
+    "size1m": _size(512, 64, 4, 4, 64),
+    "size12m": _size(2048, 256, 16, 16, 256),
+    "size25m": _size(3072, 384, 24, 24, 384),
+    "size50m": _size(4096, 512, 32, 32, 512),
+    "size100m": _size(6144, 768, 48, 48, 768),
+    "size200m": _size(8192, 1024, 64, 64, 1024),
+    "size400m": _size(12288, 1536, 96, 96, 1536),
+}
+
+
+DOMAINS: dict[str, Preset] = {
+    "dmc_vision": {
+        "env.dmc.proprio": False,
+        "run.steps": 1_100_000,
+        "run.train_ratio": 256,
+    },
+    "dmc_proprio": {
+        **SIZES["size1m"],
+        "env.dmc.image": False,
+        "run.steps": 1_100_000,
+        "run.train_ratio": 1024,
+    },
+    "atari": {"run.steps": 51_000_000, "run.train_ratio": 32},
+    "atari100k": {
+        "env.atari.size": (64, 64),
+        "env.atari.sticky": False,
+        "env.atari.gray": False,
+        "run.steps": 110_000,
+        "run.envs": 1,
+        "run.train_ratio": 256,
+    },
+    "crafter": {"run.steps": 1_100_000, "run.envs": 1, "run.train_ratio": 512},
+}
+
+
+OWN: dict[str, Preset] = {
+    # A tiny model for smoke tests and first contact: 1,500 env steps of training take
+    # well under a minute on a 2-core CPU. It does not learn much; it runs every path.
+    "debug": {
+        "batch_size": 8,
+        "batch_length": 16,
+        "agent.dyn.rssm.deter": 64,
+        "agent.dyn.rssm.hidden": 32,
+        "agent.dyn.rssm.stoch": 8,
+        "agent.dyn.rssm.classes": 4,
+        "agent.dyn.rssm.blocks": 4,
+        r"agent\..*\.depth": 4,
+        r"agent\..*\.units": 32,
+        r"agent\..*\.bins": 255,
+        r"agent\..*\.layers": 1,
+        "agent.dec.simple.bspace": 4,
+        "replay.size": 100_000,
+        "replay.chunksize": 256,
+        "run.steps": 1_500,
+        "run.envs": 2,
+        "run.env_workers": "inline",
+        "run.train_ratio": 64,
+        "run.eval_every": 1_000,
+        "run.eval_eps": 2,
+        "run.eval_envs": 2,
+        "run.log_every": 5,
+        "run.save_every": 30,
+    },
+    # What `make demo` runs: size1m on CartPole for a few minutes of CPU.
+    "demo": {
+        **SIZES["size1m"],
+        "run.steps": 6_000,
+        "run.envs": 1,
+        "run.env_workers": "inline",
+        "run.train_ratio": 256,
+        "run.eval_every": 2_000,
+        "run.eval_eps": 5,
+        "run.log_every": 10,
+        "run.save_every": 60,
+    },
+}
+
+
+PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN}
+
+SIZE_NAMES = tuple(SIZES)

@@ -1,0 +1,210 @@
+"""Sequence replay: one ring per env stream, uniform sampling, chunk files on disk.
+
+Each env stream writes its steps, in order, into its own ring of
+``capacity // streams`` slots, so a sampled sequence is always a contiguous stretch of
+one stream's history. A sequence may cross an episode boundary; the step where the new
+episode starts carries ``is_first``, which resets the model's state there, so nothing
+leaks from one episode into the next.
+
+Sampling is uniform over every stored sequence start. With ``online`` the newest
+complete, non-overlapping sequence of each stream is queued and trained on once
+before uniform samples (the official replay's online queue).
+
+Steps also go to disk under ``directory`` in chunk files of ``chunksize`` steps
+(``{stream}-{start}-{length}.npz``, written atomically, read with
+``allow_pickle=False``), so a resumed run finds its replay again; chunks that fall out
+of the ring are deleted.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from dreamrl.envs.spaces import Space
+
+CHUNK_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)\.npz$")
+
+
+class Replay:
+    """Replay of ``streams`` parallel step streams; samples ``[B, length]`` sequences."""
+
+    def __init__(
+        self,
+        spaces: Mapping[str, Space],
+        capacity: int,
+        streams: int,
+        length: int,
+        online: bool = True,
+        chunksize: int = 1024,
+        directory: str | Path | None = None,
+        seed: int = 0,
+    ):
+        self.spaces = dict(spaces)
+        self.streams = streams
+        self.length = length
+        self.slots = max(capacity // streams, length)
+        self.online = online
+        self.chunksize = chunksize
+        self.directory = Path(directory) if directory else None
+        self.rng = np.random.default_rng(seed)
+        # np.zeros maps pages lazily: memory is committed only as steps arrive.
+        self.data = {k: np.zeros((streams, self.slots, *s.shape), s.dtype) for k, s in spaces.items()}
+        self.count = np.zeros(streams, np.int64)  # steps ever written per stream
+        self.flushed = np.zeros(streams, np.int64)  # steps of each stream on disk
+        self.queue: collections.deque[tuple[int, int]] = collections.deque()
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, steps: Mapping[str, np.ndarray]) -> None:
+        """Append one step to every stream: ``{key: [streams, ...]}``."""
+        pos = self.count % self.slots
+        rows = np.arange(self.streams)
+        for key, array in self.data.items():
+            array[rows, pos] = steps[key]
+        self.count += 1
+        if self.online:
+            for s in np.flatnonzero(self.count % self.length == 0):
+                self.queue.append((int(s), int(self.count[s]) - self.length))
+        if self.directory:
+            self.flush(force=False)
+
+    def flush(self, force: bool = True) -> None:
+        """Write full chunks to disk; with ``force`` also the partial tail of each stream."""
+        if not self.directory:
+            return
+        for s in range(self.streams):
+            while self.count[s] - self.flushed[s] >= self.chunksize or (
+                force and self.count[s] > self.flushed[s]
+            ):
+                start = int(self.flushed[s])
+                size = int(min(self.chunksize, self.count[s] - start))
+                self._write_chunk(s, start, size)
+                self.flushed[s] = start + size
+        self._delete_evicted()
+
+    def _write_chunk(self, stream: int, start: int, size: int) -> None:
+        assert self.directory is not None
+        idx = np.arange(start, start + size) % self.slots
+        arrays = {k: v[stream, idx] for k, v in self.data.items()}
+        name = f"{stream:03d}-{start:012d}-{size:06d}.npz"
+        tmp = self.directory / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / name)
+
+    def _delete_evicted(self) -> None:
+        assert self.directory is not None
+        for path, stream, start, size in self._chunk_files():
+            if stream < self.streams and start + size <= self.count[stream] - self.slots:
+                path.unlink(missing_ok=True)
+
+    def _chunk_files(self) -> list[tuple[Path, int, int, int]]:
+        assert self.directory is not None
+        out = []
+        for path in self.directory.iterdir():
+            m = CHUNK_NAME.match(path.name)
+            if m:
+                out.append((path, int(m[1]), int(m[2]), int(m[3])))
+        return sorted(out, key=lambda x: (x[1], x[2]))
+
+    def load(self) -> int:
+        """Refill the rings from the chunk files on disk; returns steps loaded.
+
+        Per stream, the newest contiguous run of chunks is used (a gap, e.g. from a
+        chunk that was never written, starts the history afresh after it).
+        """
+        if not self.directory:
+            return 0
+        by_stream: dict[int, list[tuple[Path, int, int]]] = collections.defaultdict(list)
+        for path, stream, start, size in self._chunk_files():
+            if stream < self.streams:
+                by_stream[stream].append((path, start, size))
+        loaded = 0
+        for stream, chunks in by_stream.items():
+            run: list[tuple[Path, int, int]] = []
+            for chunk in chunks:
+                if run and chunk[1] != run[-1][1] + run[-1][2]:
+                    run = []
+                run.append(chunk)
+            end = run[-1][1] + run[-1][2]
+            keep_from = end - self.slots
+            for path, start, size in run:
+                if start + size <= keep_from:
+                    continue
+                with np.load(path, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in self.data}
+                lo = max(start, keep_from)
+                sel = np.arange(lo, start + size)
+                for k, v in arrays.items():
+                    self.data[k][stream, sel % self.slots] = v[sel - start]
+                loaded += len(sel)
+            self.count[stream] = end
+            self.flushed[stream] = end
+        return loaded
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        """Steps currently held."""
+        return int(np.minimum(self.count, self.slots).sum())
+
+    def sequences(self) -> np.ndarray:
+        """Number of sampleable sequence starts per stream ``[streams]``."""
+        return np.maximum(np.minimum(self.count, self.slots) - self.length + 1, 0)
+
+    def ready(self, batch_size: int) -> bool:
+        """True once ``batch_size * length`` steps are held and a sequence exists."""
+        return len(self) >= batch_size * self.length and self.sequences().sum() > 0
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A batch ``{key: [batch_size, length, ...]}`` of sequences."""
+        streams = np.empty(batch_size, np.int64)
+        starts = np.empty(batch_size, np.int64)
+        filled = 0
+        oldest = self.count - np.minimum(self.count, self.slots)
+        while self.queue and filled < batch_size:
+            s, start = self.queue.popleft()
+            if start >= oldest[s]:  # still held
+                streams[filled], starts[filled] = s, start
+                filled += 1
+        n = batch_size - filled
+        if n:
+            counts = self.sequences()
+            total = counts.sum()
+            if total == 0:
+                raise RuntimeError("replay holds no complete sequence yet")
+            flat = self.rng.integers(0, total, n)
+            cum = np.cumsum(counts)
+            s = np.searchsorted(cum, flat, side="right")
+            streams[filled:] = s
+            starts[filled:] = oldest[s] + flat - (cum[s] - counts[s])
+        idx = (starts[:, None] + np.arange(self.length)[None]) % self.slots
+        return {k: v[streams[:, None], idx] for k, v in self.data.items()}
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        """Sampler state for checkpoints (the data itself lives in the chunk files)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "queue": [list(x) for x in self.queue],
+            "count": self.count.tolist(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.queue = collections.deque((int(a), int(b)) for a, b in state["queue"])
+
+    def nbytes(self) -> int:
+        """Bytes the rings occupy once full."""
+        return sum(v.nbytes for v in self.data.values())

@@ -1,0 +1,98 @@
+"""Evaluation: the deterministic policy on fresh seeds, a fixed number of episodes.
+
+Episodes are assigned to env slots up front (slot ``i`` runs episodes ``i, i+S, ...``),
+so running several envs at once never biases the sample toward short episodes.
+Every episode's seed comes from the evaluation seed stream, disjoint from training's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from dreamrl.envs import EVAL_STREAM, env_seed
+from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.envs.pool import stack
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    returns: list[float]
+    lengths: list[int]
+    seeds: list[int]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns)) if self.returns else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "episodes": len(self.returns),
+            "mean_return": self.mean,
+            "std_return": self.std,
+            "returns": self.returns,
+            "lengths": self.lengths,
+            "seeds": self.seeds,
+        }
+
+
+def eval_seeds(seed: int, first: int, count: int) -> list[int]:
+    """Seeds of evaluation episodes ``first .. first+count-1`` for run seed ``seed``."""
+    return [env_seed(seed, EVAL_STREAM, first + i) for i in range(count)]
+
+
+def evaluate(
+    agent: Any,
+    make_env: Callable[[], GymEnv],
+    seeds: Sequence[int],
+    envs: int = 1,
+    deterministic: bool = True,
+) -> EvalResult:
+    """Run one episode per seed with ``agent.policy`` and return their scores."""
+    episodes = len(seeds)
+    slots = max(1, min(envs, episodes))
+    plan = [list(range(i, episodes, slots)) for i in range(slots)]
+    pool = [make_env() for _ in range(slots)]
+    returns = [0.0] * episodes
+    lengths = [0] * episodes
+    try:
+        current = [p.pop(0) for p in plan]
+        steps = [env.reset(seed=int(seeds[ep])) for env, ep in zip(pool, current)]
+        active = list(range(slots))
+        state = None
+        while active:
+            obs = stack([steps[i] for i in active])
+            actions, state = agent.policy(obs, state, deterministic=deterministic)
+            next_active = []
+            keep_rows = []
+            for row, i in enumerate(active):
+                step = pool[i].step(actions[row])
+                ep = current[i]
+                returns[ep] += float(step["reward"])
+                lengths[ep] += 1
+                if not step["is_last"]:
+                    steps[i] = step
+                    next_active.append(i)
+                    keep_rows.append(row)
+                elif plan[i]:
+                    current[i] = plan[i].pop(0)
+                    steps[i] = pool[i].reset(seed=int(seeds[current[i]]))
+                    next_active.append(i)
+                    keep_rows.append(row)
+            if state is not None and len(keep_rows) != len(active):
+                rows = torch.as_tensor(keep_rows, dtype=torch.long)
+                state = type(state)(
+                    type(state.latent)(*(x[rows] for x in state.latent)), state.action[rows]
+                )
+            active = next_active
+    finally:
+        for env in pool:
+            env.close()
+    return EvalResult(returns, lengths, [int(s) for s in seeds])

@@ -1,0 +1,81 @@
+"""Metric sinks: ``metrics.jsonl`` for scripts, TensorBoard for people.
+
+Every record is one JSON object on its own line with at least ``step`` (env steps).
+Keys are namespaced: ``loss/``, ``wm/``, ``actor/``, ``imag/``, ``grad/``, ``episode/``,
+``eval/``, ``fps/``, ``replay/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class Mean:
+    """Running means of scalar metrics between writes."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] += float(v)
+            self.counts[k] += 1
+
+    def result(self) -> dict[str, float]:
+        out = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        self.sums.clear()
+        self.counts.clear()
+        return out
+
+
+class MetricsLogger:
+    """Writes records to ``metrics.jsonl`` and, when available, TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.path = run_dir / METRICS_FILE
+        self._file = open(self.path, "a", buffering=1)
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional at run time
+                self._tb = None
+            else:
+                self._tb = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        record: dict[str, Any] = {"step": int(step)}
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None  # JSON has no NaN; a null says the value was not finite
+            record[k] = v
+        self._file.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+
+    def flush(self) -> None:
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a run's ``metrics.jsonl``."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
