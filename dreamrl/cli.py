@@ -189,6 +189,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from dreamrl.run.allocator import tune_allocator
+
+    tune_allocator()
     handlers = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}
     try:
         return handlers[args.command](args)

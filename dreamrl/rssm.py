@@ -5,6 +5,11 @@ units in ``blocks`` groups; ``z`` is ``stoch`` categorical variables of ``classe
 classes each, held as one-hot vectors with straight-through gradients and 1% of
 uniform mixed into their distributions.
 
+Layout: latents are stored classes-major, ``[..., C, S]``, and every categorical
+operation runs along ``dim=-2`` (:data:`CLASS_DIM`). The paper's ``[S, C]`` is the same
+set of numbers transposed; a softmax along a size-4 trailing axis (``size1m``) is about
+20x slower on a CPU than along a leading one, and the RSSM does one every step.
+
 - ``core``: ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``
 - prior (imagination): ``p(z_t | h_t)``
 - posterior (observation): ``q(z_t | h_t, e_t)`` with ``e_t`` the observation embedding
@@ -20,17 +25,20 @@ from torch.nn import functional as F
 
 from dreamrl.config import RSSMConfig
 from dreamrl.nets import distributions as D
-from dreamrl.nets.layers import BlockLinear, Linear, NormAct, RMSNorm, mlp
+from dreamrl.nets.layers import BlockLinear, BlockRMSNorm, Linear, NormAct, RMSNorm, mlp
+
+
+CLASS_DIM = -2
 
 
 class Latent(NamedTuple):
-    """Model state: ``deter [..., D]`` and one-hot ``stoch [..., S, C]``."""
+    """Model state: ``deter [..., D]`` and one-hot ``stoch [..., C, S]``."""
 
     deter: torch.Tensor
     stoch: torch.Tensor
 
     def features(self) -> torch.Tensor:
-        """``[..., D + S*C]``: what every head reads."""
+        """``[..., D + C*S]``: what every head reads."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
     def detach(self) -> "Latent":
@@ -49,8 +57,8 @@ class Observed(NamedTuple):
     """What :meth:`RSSM.observe` returns for a ``[B, T]`` sequence."""
 
     posterior: Latent  # [B, T, ...]
-    post_logits: torch.Tensor  # [B, T, S, C]
-    prior_logits: torch.Tensor  # [B, T, S, C]
+    post_logits: torch.Tensor  # [B, T, C, S]
+    prior_logits: torch.Tensor  # [B, T, C, S]
     last: Latent  # [B, ...]: state after the final step, to continue from
 
 
@@ -61,10 +69,10 @@ def kl_losses(
 
     ``dyn = max(free, KL(sg(post) || prior))`` trains the prior only;
     ``rep = max(free, KL(post || sg(prior)))`` trains the posterior only.
-    Inputs ``[..., S, C]`` (log-probs), outputs ``[...]`` summed over the S latents.
+    Inputs ``[..., C, S]`` (log-probs), outputs ``[...]`` summed over the S latents.
     """
-    dyn = D.categorical_kl(post_logits.detach(), prior_logits)
-    rep = D.categorical_kl(post_logits, prior_logits.detach())
+    dyn = D.categorical_kl(post_logits.detach(), prior_logits, CLASS_DIM)
+    rep = D.categorical_kl(post_logits, prior_logits.detach(), CLASS_DIM)
     if free_nats:
         dyn = dyn.clamp_min(free_nats)
         rep = rep.clamp_min(free_nats)
@@ -74,6 +82,28 @@ def kl_losses(
 def normalise_action(action: torch.Tensor) -> torch.Tensor:
     """Divide each entry by ``max(1, |a|)``: keeps unclipped samples inside [-1, 1]."""
     return action / action.detach().abs().clamp_min(1.0)
+
+
+class GRUInput(nn.Module):
+    """First block layer of the GRU cell: block ``g`` sees its slice of deter and the
+    shared input vector. The official code tiles the inputs into every block and
+    applies one block-linear map; here the same weights are split into a block part
+    (deter) and one dense matrix (inputs), which skips building the tiled tensor.
+    Output is block-major ``[G, N, units/G]``.
+    """
+
+    def __init__(self, deter: int, inputs: int, units: int, blocks: int):
+        super().__init__()
+        fan_in = deter + inputs * blocks  # the official block layer's fan-in
+        self.blocks = blocks
+        self.deter_part = BlockLinear(deter, units, blocks, bias=False, fan_in=fan_in)
+        self.input_part = Linear(inputs, units, fan_in=fan_in)
+
+    def forward(self, deter_blocks: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``deter_blocks [G, N, D/G]``, ``inputs [N, I]`` -> ``[G, N, units/G]``."""
+        n = inputs.shape[0]
+        shared = self.input_part(inputs).view(n, self.blocks, -1).transpose(0, 1)
+        return self.deter_part.blocks_forward(deter_blocks) + shared
 
 
 class RSSM(nn.Module):
@@ -90,14 +120,12 @@ class RSSM(nn.Module):
         self.in_deter = NormAct(d, h)
         self.in_stoch = NormAct(self.stoch_flat, h)
         self.in_action = NormAct(action_dim, h)
-        # Each of the g blocks sees its slice of deter plus all three input units.
-        block_in = d + 3 * h * g
-        self.gru_hidden = nn.ModuleList()
-        self.gru_norms = nn.ModuleList()
-        for i in range(cfg.dynlayers):
-            self.gru_hidden.append(BlockLinear(block_in if i == 0 else d, d, g))
-            self.gru_norms.append(RMSNorm(d))
-        self.gru_gates = BlockLinear(d if cfg.dynlayers else block_in, 3 * d, g)
+        # Block layers: dynlayers hidden ones (D units, RMSNorm + SiLU after each),
+        # then the gates (3D units: reset, candidate, update per block).
+        widths = [d] * cfg.dynlayers + [3 * d]
+        self.gru_in = GRUInput(d, 3 * h, widths[0], g)
+        self.gru_norms = nn.ModuleList(BlockRMSNorm(d, g) for _ in range(cfg.dynlayers))
+        self.gru_layers = nn.ModuleList(BlockLinear(d, w, g) for w in widths[1:])
         # Prior p(z | h).
         self.prior_mlp = mlp(d, cfg.imglayers, h)
         self.prior_out = Linear(h if cfg.imglayers else d, self.stoch_flat, cfg.outscale)
@@ -115,7 +143,7 @@ class RSSM(nn.Module):
         c = self.cfg
         return Latent(
             torch.zeros(batch, c.deter, device=device),
-            torch.zeros(batch, c.stoch, c.classes, device=device),
+            torch.zeros(batch, c.classes, c.stoch, device=device),
         )
 
     def embed_action(self, action: torch.Tensor) -> torch.Tensor:
@@ -123,25 +151,30 @@ class RSSM(nn.Module):
         return self.in_action(normalise_action(action))
 
     def core(self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor) -> torch.Tensor:
-        """One GRU step: ``deter [N, D]``, ``stoch [N, S, C]``, embedded action
-        ``[N, hidden]`` -> next ``deter [N, D]``."""
+        """One GRU step: ``deter [N, D]``, ``stoch [N, C, S]``, embedded action
+        ``[N, hidden]`` -> next ``deter [N, D]``. Runs block-major inside."""
         g = self.cfg.blocks
         n, d = deter.shape
         inputs = torch.cat([self.in_deter(deter), self.in_stoch(stoch.flatten(-2)), action_in], -1)
-        x = torch.cat([deter.view(n, g, d // g), inputs[:, None].expand(n, g, inputs.shape[-1])], -1)
-        x = x.view(n, -1)
-        for linear, norm in zip(self.gru_hidden, self.gru_norms):
-            x = F.silu(norm(linear(x)))
-        gates = self.gru_gates(x).view(n, g, 3, d // g)
-        reset = torch.sigmoid(gates[:, :, 0].reshape(n, d))
-        cand = torch.tanh(reset * gates[:, :, 1].reshape(n, d))
-        update = torch.sigmoid(gates[:, :, 2].reshape(n, d) - 1.0)
-        return update * cand + (1 - update) * deter
+        deter_blocks = deter.view(n, g, d // g).transpose(0, 1)  # [G, N, D/G], a view
+        x = self.gru_in(deter_blocks, inputs)
+        for norm, layer in zip(self.gru_norms, self.gru_layers):
+            x = layer.blocks_forward(F.silu(norm(x)))
+        reset, cand, update = x.chunk(3, -1)  # each [G, N, D/G]
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)
+        new = torch.lerp(deter_blocks, cand, update)  # update * cand + (1 - update) * deter
+        return new.transpose(0, 1).reshape(n, d)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat logit-layer output ``[..., C*S]`` -> unimixed log-probs ``[..., C, S]``."""
+        x = x.unflatten(-1, (self.cfg.classes, self.cfg.stoch))
+        return D.unimix_logits(x, self.cfg.unimix, CLASS_DIM)
 
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
-        """``deter [..., D] -> log-probs [..., S, C]`` of the prior (unimix applied)."""
-        x = self.prior_out(self.prior_mlp(deter))
-        return D.unimix_logits(x.unflatten(-1, (self.cfg.stoch, self.cfg.classes)), self.cfg.unimix)
+        """``deter [..., D] -> log-probs [..., C, S]`` of the prior (unimix applied)."""
+        return self._logits(self.prior_out(self.prior_mlp(deter)))
 
     def project_embed(self, embed: torch.Tensor) -> torch.Tensor:
         """The embedding's share of the posterior's first layer, ``[..., hidden]``."""
@@ -149,10 +182,13 @@ class RSSM(nn.Module):
         return F.linear(embed, weight, self.post_in.bias)
 
     def posterior_logits(self, deter: torch.Tensor, embed_proj: torch.Tensor) -> torch.Tensor:
-        """``deter [N, D]`` and projected embedding ``[N, hidden]`` -> log-probs ``[N, S, C]``."""
+        """``deter [N, D]`` and projected embedding ``[N, hidden]`` -> log-probs ``[N, C, S]``."""
         x = F.linear(deter, self.post_in.weight[:, : self.cfg.deter]) + embed_proj
-        x = self.post_out(self.post_mlp(F.silu(self.post_norm(x))))
-        return D.unimix_logits(x.unflatten(-1, (self.cfg.stoch, self.cfg.classes)), self.cfg.unimix)
+        return self._logits(self.post_out(self.post_mlp(F.silu(self.post_norm(x)))))
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-hot sample ``[..., C, S]`` with straight-through gradients."""
+        return D.sample_onehot(logits, generator, CLASS_DIM)
 
     # ------------------------------------------------------------------ rollouts
 
@@ -178,7 +214,7 @@ class RSSM(nn.Module):
             k = keep[:, t, None]
             deter = self.core(deter * k, stoch * k[..., None], action_in[:, t])
             logit = self.posterior_logits(deter, embed_proj[:, t])
-            stoch = D.sample_onehot(logit, generator)
+            stoch = self.sample(logit, generator)
             deters.append(deter)
             stochs.append(stoch)
             logits.append(logit)
@@ -206,7 +242,7 @@ class RSSM(nn.Module):
             state.deter * keep, state.stoch * keep[..., None], self.embed_action(prev_action * keep)
         )
         logit = self.posterior_logits(deter, self.project_embed(embed))
-        stoch = D.sample_onehot(logit, generator) if sample else D.mode_onehot(logit)
+        stoch = self.sample(logit, generator) if sample else D.mode_onehot(logit, CLASS_DIM)
         return Latent(deter, stoch)
 
     def img_step(
@@ -214,7 +250,7 @@ class RSSM(nn.Module):
     ) -> Latent:
         """One imagined step from ``state [N, ...]`` under ``action [N, A]``."""
         deter = self.core(state.deter, state.stoch, self.embed_action(action))
-        stoch = D.sample_onehot(self.prior_logits(deter), generator)
+        stoch = self.sample(self.prior_logits(deter), generator)
         return Latent(deter, stoch)
 
     def imagine(

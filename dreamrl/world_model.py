@@ -12,7 +12,7 @@ from dreamrl.envs.spaces import Space, action_width
 from dreamrl.nets import distributions as D
 from dreamrl.nets.codec import Decoder, Encoder
 from dreamrl.nets.heads import BinaryHead, TwoHotHead
-from dreamrl.rssm import RSSM, Latent, Observed, kl_losses
+from dreamrl.rssm import CLASS_DIM, RSSM, Latent, Observed, kl_losses
 
 
 class Batch(NamedTuple):
@@ -82,8 +82,8 @@ class WorldModel(nn.Module):
         losses["con"] = -D.bernoulli_logp(self.cont(feat), target)
         with torch.no_grad():
             metrics = {
-                "wm/prior_ent": D.categorical_entropy(observed.prior_logits).sum(-1).mean(),
-                "wm/post_ent": D.categorical_entropy(observed.post_logits).sum(-1).mean(),
-                "wm/kl": D.categorical_kl(observed.post_logits, observed.prior_logits).mean(),
+                "wm/prior_ent": D.categorical_entropy(observed.prior_logits, CLASS_DIM).sum(-1).mean(),
+                "wm/post_ent": D.categorical_entropy(observed.post_logits, CLASS_DIM).sum(-1).mean(),
+                "wm/kl": D.categorical_kl(observed.post_logits, observed.prior_logits, CLASS_DIM).mean(),
             }
         return losses, observed, metrics

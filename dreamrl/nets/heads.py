@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dreamrl.config import ConHeadConfig, PolicyConfig, RewHeadConfig, ValueConfig
 from dreamrl.envs.spaces import Space, action_width
@@ -79,7 +78,7 @@ class OneHotDist(ActionDist):
         return D.sample_onehot(self.logits, generator).detach()
 
     def mode(self) -> torch.Tensor:
-        return F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).float()
+        return D.onehot_argmax(self.logits.detach())
 
     def logp(self, action: torch.Tensor) -> torch.Tensor:
         return D.categorical_logp(self.logits, action)

@@ -26,9 +26,12 @@ def init_trunc_normal_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) ->
 class Linear(nn.Linear):
     """``nn.Linear`` with the DreamerV3 initialisation and zero bias."""
 
-    def __init__(self, inputs: int, units: int, outscale: float = 1.0, bias: bool = True):
+    def __init__(
+        self, inputs: int, units: int, outscale: float = 1.0, bias: bool = True,
+        fan_in: int | None = None,
+    ):
         super().__init__(inputs, units, bias=bias)
-        init_trunc_normal_(self.weight, inputs, outscale)
+        init_trunc_normal_(self.weight, fan_in or inputs, outscale)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
@@ -86,23 +89,50 @@ class BlockLinear(nn.Module):
 
     ``x [..., inputs] -> [..., units]``; slice ``g`` of the input feeds slice ``g`` of
     the output. Fan-in for the init is the full ``inputs``, as in the official code.
+    :meth:`blocks_forward` works in block-major layout ``[G, N, in/G] -> [G, N, out/G]``,
+    which lets a chain of block layers run without transposing between them.
     """
 
-    def __init__(self, inputs: int, units: int, blocks: int, outscale: float = 1.0):
+    def __init__(
+        self, inputs: int, units: int, blocks: int, outscale: float = 1.0, bias: bool = True,
+        fan_in: int | None = None,
+    ):
         super().__init__()
         if inputs % blocks or units % blocks:
             raise ValueError(f"BlockLinear: {inputs} -> {units} not divisible by {blocks} blocks")
         self.blocks = blocks
         self.weight = nn.Parameter(torch.empty(blocks, inputs // blocks, units // blocks))
-        self.bias = nn.Parameter(torch.zeros(units))
-        init_trunc_normal_(self.weight, inputs, outscale)
+        self.bias = nn.Parameter(torch.zeros(units)) if bias else None
+        init_trunc_normal_(self.weight, fan_in or inputs, outscale)
+
+    def blocks_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[G, N, in/G] -> [G, N, out/G]``."""
+        y = torch.bmm(x, self.weight)
+        if self.bias is not None:
+            y = y + self.bias.view(self.blocks, 1, -1)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         g = self.blocks
         x = x.reshape(-1, g, x.shape[-1] // g).transpose(0, 1)  # [G, N, in/G]
         y = torch.bmm(x, self.weight).transpose(0, 1)  # [N, G, out/G]
-        return y.reshape(*lead, -1) + self.bias
+        y = y.reshape(*lead, -1)
+        return y + self.bias if self.bias is not None else y
+
+
+class BlockRMSNorm(nn.Module):
+    """:class:`RMSNorm` over a vector held block-major as ``[G, N, size/G]``."""
+
+    def __init__(self, size: int, blocks: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.blocks = blocks
+        self.scale = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inv = torch.rsqrt(x.square().mean((0, 2), keepdim=True) + self.eps)
+        return x * inv * self.scale.view(self.blocks, 1, -1)
 
 
 class Conv2d(nn.Conv2d):
