@@ -6,9 +6,10 @@ one stream's history. A sequence may cross an episode boundary; the step where t
 episode starts carries ``is_first``, which resets the model's state there, so nothing
 leaks from one episode into the next.
 
-Sampling is uniform over every stored sequence start. With ``online`` the newest
-complete, non-overlapping sequence of each stream is queued and trained on once
-before uniform samples (the official replay's online queue).
+Sampling is uniform over every stored sequence start. With ``online`` every newly
+completed, non-overlapping sequence of each stream is queued, and queued sequences
+fill batches (oldest first) before uniform samples do, so fresh data is trained on at
+least once soon after it arrives (the official replay's online queue).
 
 Steps also go to disk under ``directory`` in chunk files of ``chunksize`` steps
 (``{stream}-{start}-{length}.npz``, written atomically, read with
@@ -56,6 +57,7 @@ class Replay:
         # np.zeros maps pages lazily: memory is committed only as steps arrive.
         self.data = {k: np.zeros((streams, self.slots, *s.shape), s.dtype) for k, s in spaces.items()}
         self.count = np.zeros(streams, np.int64)  # steps ever written per stream
+        self.start = np.zeros(streams, np.int64)  # first step of the history held
         self.flushed = np.zeros(streams, np.int64)  # steps of each stream on disk
         self.queue: collections.deque[tuple[int, int]] = collections.deque()
         if self.directory:
@@ -150,17 +152,22 @@ class Replay:
                 loaded += len(sel)
             self.count[stream] = end
             self.flushed[stream] = end
+            self.start[stream] = max(run[0][1], keep_from)
         return loaded
 
     # ------------------------------------------------------------------ reading
 
+    def oldest(self) -> np.ndarray:
+        """Index of the oldest step held, per stream ``[streams]``."""
+        return np.maximum(self.start, self.count - self.slots)
+
     def __len__(self) -> int:
         """Steps currently held."""
-        return int(np.minimum(self.count, self.slots).sum())
+        return int((self.count - self.oldest()).sum())
 
     def sequences(self) -> np.ndarray:
         """Number of sampleable sequence starts per stream ``[streams]``."""
-        return np.maximum(np.minimum(self.count, self.slots) - self.length + 1, 0)
+        return np.maximum(self.count - self.oldest() - self.length + 1, 0)
 
     def ready(self, batch_size: int) -> bool:
         """True once ``batch_size * length`` steps are held and a sequence exists."""
@@ -171,7 +178,7 @@ class Replay:
         streams = np.empty(batch_size, np.int64)
         starts = np.empty(batch_size, np.int64)
         filled = 0
-        oldest = self.count - np.minimum(self.count, self.slots)
+        oldest = self.oldest()
         while self.queue and filled < batch_size:
             s, start = self.queue.popleft()
             if start >= oldest[s]:  # still held
@@ -199,6 +206,7 @@ class Replay:
             "rng": self.rng.bit_generator.state,
             "queue": [list(x) for x in self.queue],
             "count": self.count.tolist(),
+            "start": self.start.tolist(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:

@@ -45,6 +45,7 @@ class ObsEntry:
     kind: str  # 'image' | 'vector' | 'onehot' | 'render'
     shape: tuple[int, ...]  # model shape
     classes: int = 0  # for 'onehot'
+    offset: int = 0  # for 'onehot': the space's first value (gymnasium's Discrete.start)
 
     def space(self) -> Space:
         if self.kind in ("image", "render"):
@@ -87,10 +88,12 @@ class ObsConverter:
             for part in e.path:
                 value = value[part]
             if e.kind == "image":
-                out[e.key] = resize_image(np.asarray(value, np.uint8), self.size)  # type: ignore[arg-type]
+                frame = np.asarray(value, np.uint8)
+                frame = frame[..., None] if frame.ndim == 2 else frame
+                out[e.key] = resize_image(frame, self.size)  # type: ignore[arg-type]
             elif e.kind == "onehot":
                 vec = np.zeros(e.classes, np.float32)
-                vec[int(value)] = 1.0
+                vec[int(value) - e.offset] = 1.0
                 out[e.key] = vec
             else:
                 out[e.key] = np.asarray(value, np.float32).reshape(e.shape)
@@ -101,7 +104,7 @@ class ObsConverter:
             "size": list(self.size),
             "entries": [
                 {"key": e.key, "path": list(e.path), "kind": e.kind, "shape": list(e.shape),
-                 "classes": e.classes}
+                 "classes": e.classes, "offset": e.offset}
                 for e in self.entries
             ],
         }
@@ -109,7 +112,8 @@ class ObsConverter:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ObsConverter":
         entries = [
-            ObsEntry(d["key"], tuple(d["path"]), d["kind"], tuple(d["shape"]), d["classes"])
+            ObsEntry(d["key"], tuple(d["path"]), d["kind"], tuple(d["shape"]), d["classes"],
+                     d.get("offset", 0))
             for d in data["entries"]
         ]
         return cls(entries, tuple(data["size"]))  # type: ignore[arg-type]
@@ -131,7 +135,8 @@ def _collect(space: Any, path: tuple[str, ...], out: list[ObsEntry], size: tuple
         else:
             out.append(ObsEntry(name or "vector", path, "vector", (max(1, math.prod(shape)),)))
     elif isinstance(space, gs.Discrete):
-        out.append(ObsEntry(name or "vector", path, "onehot", (int(space.n),), int(space.n)))
+        n = int(space.n)
+        out.append(ObsEntry(name or "vector", path, "onehot", (n,), n, int(space.start)))
     elif isinstance(space, gs.MultiBinary):
         out.append(ObsEntry(name or "vector", path, "vector", (max(1, math.prod(space.shape)),)))
     else:

@@ -1,0 +1,126 @@
+"""The command line end to end, as a user runs it: train, resume, eval --json, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dreamrl.agent import Agent
+from dreamrl.run.checkpoint import list_checkpoints
+from dreamrl.run.logging import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0"]
+
+
+def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dreamrl", *args], capture_output=True, text=True, env=env,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dreamrl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("run") / "cartpole"
+    dreamrl("train", "--env", "CartPole-v1", "--logdir", str(logdir), "--preset", "debug",
+            "--steps", "300", "--no-progress", *FAST)
+    return logdir
+
+
+def test_train_writes_the_run_dir(trained):
+    assert (trained / "config.json").is_file()
+    assert json.loads((trained / "config.json").read_text())["task"] == "CartPole-v1"
+    records = read_metrics(trained)
+    assert records and all("step" in r for r in records)
+    assert any("loss/dyn" in r for r in records)
+    assert any("eval/return" in r for r in records)  # the final evaluation
+    assert list_checkpoints(trained)[-1][0] == 300
+    assert any((trained / "replay").iterdir())
+    assert any((trained / "tb").iterdir())
+
+
+def test_eval_json_last_line(trained):
+    proc = dreamrl("eval", "--logdir", str(trained), "--episodes", "3", "--json")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 3 and len(result["returns"]) == 3
+    assert result["env_steps"] == 300
+    assert result["mean_return"] == pytest.approx(sum(result["returns"]) / 3)
+    assert result["std_return"] >= 0
+
+
+def test_rerun_resumes_where_it_stopped(trained, tmp_path):
+    import shutil
+
+    logdir = tmp_path / "resumed"
+    shutil.copytree(trained, logdir)
+    proc = dreamrl("train", "--env", "CartPole-v1", "--logdir", str(logdir), "--preset", "debug",
+                   "--steps", "400", "--no-progress", *FAST)
+    assert "Resuming from ckpt-000000000300" in proc.stdout
+    assert list_checkpoints(logdir)[-1][0] == 400
+    agent = Agent.load(logdir)
+    assert agent.updates > Agent.load(trained).updates
+
+
+def test_resume_with_a_changed_model_is_refused(trained):
+    proc = dreamrl("train", "--env", "CartPole-v1", "--logdir", str(trained), "--preset", "debug",
+                   "--steps", "400", "agent.dyn.rssm.deter=128", check=False)
+    assert proc.returncode == 2
+    assert "agent.dyn.rssm.deter: 64 -> 128" in proc.stderr
+
+
+def test_python_api_steps_a_gymnasium_env(trained):
+    import gymnasium
+
+    agent = Agent.load(trained)
+    env = gymnasium.make("CartPole-v1")
+    obs, _ = env.reset(seed=7)
+    action, state = agent.act(obs)
+    for _ in range(5):
+        assert action in (0, 1)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+        action, state = agent.act(obs, state)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run.envz=2"], "run.envz: unknown config key"),
+        (["run.envs=abc"], "run.envs: expected an integer"),
+        (["run.train_ratio=-1"], "run.train_ratio"),
+        (["agent.dyn.rssm.deter=100"], "agent.dyn.rssm.deter"),
+        (["--preset", "size3m"], "unknown preset"),
+    ],
+)
+def test_config_errors_exit_2_naming_the_key(tmp_path, args, message):
+    proc = dreamrl("train", "--env", "CartPole-v1", "--logdir", str(tmp_path / "x"), *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_env_exits_2(tmp_path):
+    proc = dreamrl("train", "--env", "NoSuchEnv-v9", "--logdir", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2
+    assert "NoSuchEnv-v9" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_module_env_id_and_pixels(tmp_path):
+    """`module:Env-v0` imports the module first; env.pixels=true trains on its render."""
+    logdir = tmp_path / "tiny"
+    proc = dreamrl("train", "--env", "fixtures.tiny_env:TinyLine-v0", "--logdir", str(logdir),
+                   "--preset", "debug", "--steps", "120", "env.pixels=true", "--no-progress", *FAST)
+    assert "image uint8[64, 64, 3]" in proc.stdout
+    agent = Agent.load(logdir)
+    assert agent.obs_space["image"].shape == (64, 64, 3)
