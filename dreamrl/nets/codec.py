@@ -3,6 +3,10 @@
 Images are ``uint8 [..., H, W, C]`` (channels last, as envs give them); vectors are
 ``float32 [..., D]``. The encoder's CNN convolves unstrided and max-pools by 2 each
 stage and the decoder upsamples (nearest) then convolves, as the official code does.
+
+Feature maps are kept in PyTorch's channels-last memory format (``[N, C, H, W]``
+shapes with NHWC strides): oneDNN's convolutions run about twice as fast on it on a
+CPU for these small channel counts, and the images arrive in that layout anyway.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dreamrl.config import DecoderConfig, EncoderConfig
 from dreamrl.envs.spaces import Space
 from dreamrl.nets.distributions import symlog
 from dreamrl.nets.layers import BlockLinear, ChannelRMSNorm, Conv2d, Linear, RMSNorm, mlp
+
+CHANNELS_LAST = torch.channels_last
 
 
 def split_keys(spaces: Mapping[str, Space]) -> tuple[list[str], list[str]]:
@@ -64,7 +70,8 @@ class Encoder(nn.Module):
         if self.image_keys:
             x = torch.cat([obs[k] for k in self.image_keys], -1)
             lead = x.shape[:-3]
-            x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+            x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)  # NHWC strides: channels-last
+            x = x.float().contiguous(memory_format=CHANNELS_LAST) / 255.0 - 0.5
             for conv, norm in zip(self.convs, self.norms):
                 x = F.max_pool2d(conv(x), 2)
                 x = F.silu(norm(x))
@@ -145,7 +152,7 @@ class Decoder(nn.Module):
         x0 = self.space_deter(deter).reshape(n, g, h, w, self.top // g)
         x0 = x0.permute(0, 1, 4, 2, 3).reshape(n, self.top, h, w)
         x1 = self.space_stoch(stoch).reshape(n, h, w, self.top).permute(0, 3, 1, 2)
-        x = F.silu(self.space_norm(x0 + x1))
+        x = F.silu(self.space_norm(x0 + x1)).contiguous(memory_format=CHANNELS_LAST)
         for conv, norm in zip(self.convs, self.norms):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = F.silu(norm(conv(x)))

@@ -136,9 +136,10 @@ class BlockRMSNorm(nn.Module):
 
 
 class Conv2d(nn.Conv2d):
-    """'Same'-padded conv with the DreamerV3 initialisation."""
+    """'Same'-padded conv with the DreamerV3 initialisation; weights channels-last."""
 
     def __init__(self, inputs: int, outputs: int, kernel: int, outscale: float = 1.0):
         super().__init__(inputs, outputs, kernel, padding=kernel // 2)
         init_trunc_normal_(self.weight, inputs * kernel * kernel, outscale)
         nn.init.zeros_(self.bias)  # type: ignore[arg-type]
+        self.weight.data = self.weight.data.contiguous(memory_format=torch.channels_last)
