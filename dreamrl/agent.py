@@ -15,8 +15,9 @@ Python use, without the CLI::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -76,7 +77,12 @@ class Agent:
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
         self.opt = LaProp(
-            params, lr=opt.lr, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps, agc=opt.agc,
+            params,
+            lr=opt.lr,
+            beta1=opt.beta1,
+            beta2=opt.beta2,
+            eps=opt.eps,
+            agc=opt.agc,
             warmup=opt.warmup,
         )
         self.train_gen = torch.Generator(self.device).manual_seed(config.seed * 2 + 1)
@@ -86,8 +92,12 @@ class Agent:
         scales = cfg.loss_scales
         self.scales = {
             **{k: scales.rec for k in self.obs_space},
-            "rew": scales.rew, "con": scales.con, "dyn": scales.dyn, "rep": scales.rep,
-            "policy": scales.policy, "value": scales.value,
+            "rew": scales.rew,
+            "con": scales.con,
+            "dyn": scales.dyn,
+            "rep": scales.rep,
+            "policy": scales.policy,
+            "value": scales.value,
         }
         if cfg.repval_loss:
             self.scales["repval"] = scales.repval
@@ -115,8 +125,11 @@ class Agent:
             action = action.float()
         flags = {k: torch.as_tensor(data[k], device=dev) for k in STEP_KEYS}
         return Batch(
-            obs=obs, action=action, reward=flags["reward"].float(),
-            is_first=flags["is_first"].bool(), is_last=flags["is_last"].bool(),
+            obs=obs,
+            action=action,
+            reward=flags["reward"].float(),
+            is_first=flags["is_first"].bool(),
+            is_last=flags["is_last"].bool(),
             is_terminal=flags["is_terminal"].bool(),
         )
 
@@ -132,6 +145,7 @@ class Agent:
         K = min(cfg.imag_last or T, T)
         starts = Latent(post.deter[:, T - K :], post.stoch[:, T - K :]).flatten_batch()
         with torch.no_grad():
+
             def act(state: Latent) -> torch.Tensor:
                 return self.ac.actor(state.features()).sample(self.train_gen)
 
@@ -166,8 +180,14 @@ class Agent:
             sl = slice(T - K, T)
             losses.update(
                 repl_loss(
-                    batch.is_last[:, sl], batch.is_terminal[:, sl], batch.reward[:, sl],
-                    ret[:, 0].view(B, K), self.ac.critic(rfeat), slow_r, self.ac.critic, cfg,
+                    batch.is_last[:, sl],
+                    batch.is_terminal[:, sl],
+                    batch.reward[:, sl],
+                    ret[:, 0].view(B, K),
+                    self.ac.critic(rfeat),
+                    slow_r,
+                    self.ac.critic,
+                    cfg,
                 )
             )
         if set(losses) != set(self.scales):
@@ -274,8 +294,11 @@ class Agent:
         for name, module in self.modules.items():
             for key, value in module.state_dict().items():
                 out[f"{name}.{key}"] = value
-        names = {id(p): n for name, m in self.modules.items() for n, p in
-                 ((f"{name}.{k}", p) for k, p in m.named_parameters())}
+        names = {
+            id(p): n
+            for name, m in self.modules.items()
+            for n, p in ((f"{name}.{k}", p) for k, p in m.named_parameters())
+        }
         for p, state in self.opt.state.items():
             for key, value in state.items():
                 out[f"opt.{names[id(p)]}.{key}"] = value
@@ -286,12 +309,15 @@ class Agent:
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], strict: bool = True) -> None:
         for name, module in self.modules.items():
             prefix = name + "."
-            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(sub, strict=strict)
         params = {f"{name}.{k}": p for name, m in self.modules.items() for k, p in m.named_parameters()}
         for pname, p in params.items():
-            keys = {k.rsplit(".", 1)[-1]: v for k, v in tensors.items() if k.startswith(f"opt.{pname}.")
-                    and k.count(".") == pname.count(".") + 2}
+            keys = {
+                k.rsplit(".", 1)[-1]: v
+                for k, v in tensors.items()
+                if k.startswith(f"opt.{pname}.") and k.count(".") == pname.count(".") + 2
+            }
             if keys:
                 self.opt.state[p] = {k: v.to(self.device) if k != "step" else v for k, v in keys.items()}
         if "rng.train" in tensors:
@@ -321,7 +347,7 @@ class Agent:
         (directory / META_FILE).write_text(json.dumps(self.meta(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Agent":
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> Agent:
         """Load from a checkpoint dir, or from a run dir (its newest checkpoint).
 
         Loading runs no code from the files: weights come through safetensors and the

@@ -103,9 +103,7 @@ def imag_loss(
         tarval = slowval if lcfg.slowtar else val
         disc = 1.0 if cfg.contdisc else 1 - 1 / cfg.horizon
         weight = torch.cumprod(disc * traj.cont, 1) / disc  # [N, H+1]
-        ret = lambda_return(
-            torch.zeros_like(traj.cont), 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam
-        )
+        ret = lambda_return(torch.zeros_like(traj.cont), 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam)
         if update:
             retnorm.update(ret)
         _, scale = retnorm.stats()
@@ -163,6 +161,8 @@ def repl_loss(
 class ActorCritic(nn.Module):
     """Actor, critic, slow critic and return normaliser."""
 
+    slow_updates: torch.Tensor
+
     def __init__(self, feat_dim: int, act_space: Space, cfg: AgentConfig):
         super().__init__()
         self.cfg = cfg
@@ -178,7 +178,7 @@ class ActorCritic(nn.Module):
         ``slowvalue.every`` calls)."""
         cfg = self.cfg.slowvalue
         if int(self.slow_updates) % cfg.every == 0:
-            src = list(self.critic.parameters())
-            dst = list(self.slow_critic.parameters())
+            src: list[torch.Tensor] = list(self.critic.parameters())
+            dst: list[torch.Tensor] = list(self.slow_critic.parameters())
             torch._foreach_lerp_(dst, src, cfg.rate)
         self.slow_updates += 1

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
@@ -23,8 +23,15 @@ from dreamrl.presets import PRESETS, SIZE_NAMES
 # Settings that may change when a run is resumed: they shape how long and how
 # visibly the run goes on, never what it learns.
 RESUMABLE = (
-    "run.steps", "run.log_every", "run.save_every", "run.eval_every", "run.eval_eps",
-    "run.eval_envs", "run.threads", "run.keep_checkpoints", "run.env_workers",
+    "run.steps",
+    "run.log_every",
+    "run.save_every",
+    "run.eval_every",
+    "run.eval_eps",
+    "run.eval_envs",
+    "run.threads",
+    "run.keep_checkpoints",
+    "run.env_workers",
 )
 
 
@@ -36,12 +43,22 @@ def _parser() -> argparse.ArgumentParser:
 
     def config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--env", help="gymnasium id (also 'module:Env-v0')")
-        p.add_argument("--preset", nargs="+", action="extend", default=[], metavar="NAME",
-                       help=f"presets, applied left to right: {', '.join(PRESETS)}")
+        p.add_argument(
+            "--preset",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="NAME",
+            help=f"presets, applied left to right: {', '.join(PRESETS)}",
+        )
         p.add_argument("--steps", type=float, help="env steps to train for (run.steps)")
         p.add_argument("--seed", type=int, help="run seed")
-        p.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="config overrides by dotted path, e.g. run.train_ratio=512")
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="config overrides by dotted path, e.g. run.train_ratio=512",
+        )
 
     train = sub.add_parser("train", help="train an agent (rerun to resume)")
     train.add_argument("--logdir", required=True, type=Path, help="run directory")
@@ -58,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("config", help="print the resolved config and each field's meaning")
     show.add_argument("--docs", action="store_true", help="include each field's description")
+    show.add_argument("--markdown", action="store_true", help="print the reference as a markdown table")
     config_args(show)
     return parser
 
@@ -73,8 +91,7 @@ def _split_presets(args: argparse.Namespace) -> None:
 def _auto_size(presets: Sequence[str], device: str) -> list[str]:
     """Prepend a size preset when none was named: the paper's 200M default on a GPU,
     1M on a CPU, where 200M would take days."""
-    sizes_set = any(p in SIZE_NAMES or "agent.dyn.rssm.deter" in PRESETS[p] for p in presets
-                    if p in PRESETS)
+    sizes_set = any(p in SIZE_NAMES or "agent.dyn.rssm.deter" in PRESETS[p] for p in presets if p in PRESETS)
     if sizes_set:
         return list(presets)
     from dreamrl.agent import resolve_device
@@ -131,8 +148,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     make_env(config, None).close()  # fail fast, with exit status 2, on a bad env id
     auto = [p for p in config.presets if p in SIZE_NAMES and p not in args.preset]
     if auto:
-        print(f"No size preset given: using {auto[0]} for device '{config.device}' "
-              "(pass --preset size12m ... size400m to choose).")
+        print(
+            f"No size preset given: using {auto[0]} for device '{config.device}' "
+            "(pass --preset size12m ... size400m to choose)."
+        )
     train(config, args.logdir, progress=not args.no_progress)
     return 0
 
@@ -163,28 +182,61 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = agent.config
     seed = config.seed if args.seed is None else args.seed
     seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
-    result = evaluate(agent, functools.partial(make_env, config, None), seeds, args.envs,
-                      deterministic=not args.stochastic)
+    result = evaluate(
+        agent, functools.partial(make_env, config, None), seeds, args.envs, deterministic=not args.stochastic
+    )
     env_steps = None
     if (ckpt / "loop.json").exists():
         env_steps = load_loop_state(ckpt)["env_steps"]
-    summary = {**result.as_dict(), "env_steps": env_steps, "checkpoint": str(ckpt),
-               "deterministic": not args.stochastic}
-    print(f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "
-          f"episodes (checkpoint at {env_steps} env steps, "
-          f"{'stochastic' if args.stochastic else 'deterministic'} policy)")
+    summary = {
+        **result.as_dict(),
+        "env_steps": env_steps,
+        "checkpoint": str(ckpt),
+        "deterministic": not args.stochastic,
+    }
+    print(
+        f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "
+        f"episodes (checkpoint at {env_steps} env steps, "
+        f"{'stochastic' if args.stochastic else 'deterministic'} policy)"
+    )
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(config_reference())
+        return 0
     config = resolve(args)
     docs = cfglib.field_docs()
     for path, value in cfglib.flatten(config).items():
         line = f"{path} = {value!r}"
         print(f"{line:<48} # {docs[path]}" if args.docs else line)
     return 0
+
+
+def config_reference() -> str:
+    """The config reference of docs/config.md: every field, its default and meaning."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `dreamrl config --markdown`; defaults are the paper's (DreamerV3, 2024).",
+        "Set any field with `key=value` on the command line; keys may be regexes",
+        "(`'agent\\..*\\.units=128'`). Presets (`--preset NAME`) apply left to right first.",
+        "",
+        "| key | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    docs = cfglib.field_docs()
+    for path, value in cfglib.flatten(Config()).items():
+        shown = list(value) if isinstance(value, tuple) else value
+        lines.append(f"| `{path}` | `{shown!r}` | {docs[path]} |")
+    lines += ["", "## Presets", "", "| preset | sets |", "| --- | --- |"]
+    for name, table in PRESETS.items():
+        sets = ", ".join(f"`{k}={list(v) if isinstance(v, tuple) else v}`" for k, v in table.items())
+        lines.append(f"| `{name}` | {sets} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

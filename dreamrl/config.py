@@ -16,8 +16,9 @@ import dataclasses
 import json
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -222,9 +223,7 @@ class RunConfig:
     steps: int = _doc(10_000_000_000, "Env steps to train for (agent steps, before action repeat).")
     train_ratio: float = _doc(32.0, "Replayed steps per env step (batch_size*batch_length per update).")
     envs: int = _doc(4, "Training environments, stepped together.")
-    env_workers: str = _doc(
-        "process", "Where training envs step: 'process' (one worker each) or 'inline'."
-    )
+    env_workers: str = _doc("process", "Where training envs step: 'process' (one worker each) or 'inline'.")
     eval_eps: int = _doc(10, "Episodes per periodic evaluation (deterministic policy, fresh seeds).")
     eval_envs: int = _doc(4, "Environments stepped together during evaluation.")
     eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
@@ -327,9 +326,7 @@ def flatten(config: Any) -> dict[str, Any]:
 def _type_name(typ: Any) -> str:
     if typing.get_origin(typ) is tuple:
         return "a list of " + _type_name(typing.get_args(typ)[0]) + "s"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        typ, str(typ)
-    )
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
 
 
 def coerce(path: str, typ: Any, value: Any) -> Any:
@@ -346,38 +343,51 @@ def coerce(path: str, typ: Any, value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise problem
         return tuple(coerce(path, item, v) for v in value)
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
-            return False
+    parse = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}.get(typ)
+    if parse is None:
         raise problem
-    if typ is int:
-        if isinstance(value, bool):
-            raise problem
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise problem from None
-        if not number.is_integer():
-            raise problem
-        return int(number)
-    if typ is float:
-        if isinstance(value, bool):
-            raise problem
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise problem from None
-    if typ is str:
-        if not isinstance(value, str):
-            raise problem
+    out = parse(value)
+    if out is None:
+        raise problem
+    return out
+
+
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
         return value
-    raise problem
+    text = str(value).lower() if isinstance(value, str) else None
+    return {
+        "true": True,
+        "yes": True,
+        "1": True,
+        "on": True,
+        "false": False,
+        "no": False,
+        "0": False,
+        "off": False,
+    }.get(text or "")
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    number = _to_float(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _is_pattern(key: str) -> bool:
@@ -463,11 +473,33 @@ def _check(ok: bool, path: str, allowed: str, value: Any) -> None:
 def validate(config: Config) -> Config:
     """Raise ConfigError for values no run could use; return the config unchanged."""
     flat = flatten(config)
-    positive = [p for p, t in leaf_paths().items() if t is int and p.rsplit(".", 1)[-1] in (
-        "deter", "hidden", "stoch", "classes", "blocks", "depth", "units", "kernel",
-        "bins", "batch_size", "batch_length", "envs", "eval_envs", "chunksize", "size",
-        "imag_length", "horizon", "every", "keep_checkpoints",
-    )]
+    positive = [
+        p
+        for p, t in leaf_paths().items()
+        if t is int
+        and p.rsplit(".", 1)[-1]
+        in (
+            "deter",
+            "hidden",
+            "stoch",
+            "classes",
+            "blocks",
+            "depth",
+            "units",
+            "kernel",
+            "bins",
+            "batch_size",
+            "batch_length",
+            "envs",
+            "eval_envs",
+            "chunksize",
+            "size",
+            "imag_length",
+            "horizon",
+            "every",
+            "keep_checkpoints",
+        )
+    ]
     for path in positive:
         _check(flat[path] > 0, path, "a positive integer", flat[path])
     for path in ("agent.dyn.rssm.unimix", "agent.policy.unimix"):
@@ -476,22 +508,28 @@ def validate(config: Config) -> Config:
         _check(0 <= flat[path] <= 1, path, "0 <= value <= 1", flat[path])
     for path in ("agent.slowvalue.rate", "agent.retnorm.rate"):
         _check(0 < flat[path] <= 1, path, "0 < value <= 1", flat[path])
-    for path, typ in leaf_paths().items():
+    for path in leaf_paths():
         if path.startswith("agent.loss_scales."):
             _check(flat[path] >= 0, path, "a non-negative number", flat[path])
     rssm = config.agent.dyn.rssm
     _check(
-        rssm.deter % rssm.blocks == 0, "agent.dyn.rssm.deter",
-        f"a multiple of agent.dyn.rssm.blocks ({rssm.blocks})", rssm.deter,
+        rssm.deter % rssm.blocks == 0,
+        "agent.dyn.rssm.deter",
+        f"a multiple of agent.dyn.rssm.blocks ({rssm.blocks})",
+        rssm.deter,
     )
     dec = config.agent.dec.simple
     _check(
-        rssm.deter % dec.bspace == 0, "agent.dec.simple.bspace",
-        f"a divisor of agent.dyn.rssm.deter ({rssm.deter})", dec.bspace,
+        rssm.deter % dec.bspace == 0,
+        "agent.dec.simple.bspace",
+        f"a divisor of agent.dyn.rssm.deter ({rssm.deter})",
+        dec.bspace,
     )
     _check(
-        config.agent.loss_scales.con > 0, "agent.loss_scales.con",
-        "a positive number: without a continue head imagined episodes never end", 0,
+        config.agent.loss_scales.con > 0,
+        "agent.loss_scales.con",
+        "a positive number: without a continue head imagined episodes never end",
+        0,
     )
     _check(config.run.train_ratio > 0, "run.train_ratio", "a positive number", config.run.train_ratio)
     _check(config.run.steps > 0, "run.steps", "a positive integer", config.run.steps)
@@ -499,21 +537,28 @@ def validate(config: Config) -> Config:
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
     _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
     _check(
-        config.run.env_workers in ("process", "inline"), "run.env_workers",
-        "'process' or 'inline'", config.run.env_workers,
+        config.run.env_workers in ("process", "inline"),
+        "run.env_workers",
+        "'process' or 'inline'",
+        config.run.env_workers,
     )
     _check(config.env.repeat >= 1, "env.repeat", "1 or more", config.env.repeat)
     _check(len(config.env.size) == 2, "env.size", "two integers (H, W)", config.env.size)
     for path in ("env.size",):
         h, w = get(config, path)
-        _check(h % 16 == 0 and w % 16 == 0 and h >= 48 and w >= 48, path,
-               "H and W multiples of 16, at least 48 (four 2x stages)", (h, w))
+        _check(
+            h % 16 == 0 and w % 16 == 0 and h >= 48 and w >= 48,
+            path,
+            "H and W multiples of 16, at least 48 (four 2x stages)",
+            (h, w),
+        )
     _check(config.agent.dyn.typ == "rssm", "agent.dyn.typ", "'rssm'", config.agent.dyn.typ)
     _check(config.agent.enc.typ == "simple", "agent.enc.typ", "'simple'", config.agent.enc.typ)
     _check(config.agent.dec.typ == "simple", "agent.dec.typ", "'simple'", config.agent.dec.typ)
     _check(
         len(config.agent.enc.simple.mults) == len(config.agent.dec.simple.mults),
-        "agent.dec.simple.mults", "as many stages as agent.enc.simple.mults",
+        "agent.dec.simple.mults",
+        "as many stages as agent.enc.simple.mults",
         config.agent.dec.simple.mults,
     )
     return config

@@ -12,7 +12,8 @@ Per parameter tensor, in this order (the official code's optax chain):
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -31,9 +32,7 @@ class LaProp(torch.optim.Optimizer):
         agc_floor: float = 1e-3,
         warmup: int = 1000,
     ):
-        defaults = dict(
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, agc=agc, agc_floor=agc_floor, warmup=warmup
-        )
+        defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, agc=agc, agc_floor=agc_floor, warmup=warmup)
         super().__init__(params, defaults)
 
     def learning_rate(self, group: dict[str, Any], step: int) -> float:
@@ -61,7 +60,7 @@ class LaProp(torch.optim.Optimizer):
                 upper = torch._foreach_mul(torch._foreach_clamp_min(pnorm, group["agc_floor"]), group["agc"])
                 ratio = torch._foreach_div(gnorm, upper)
                 torch._foreach_clamp_min_(ratio, 1.0)
-                grads = torch._foreach_div(grads, ratio)
+                grads = list(torch._foreach_div(grads, ratio))
             step = int(self.state[params[0]]["step"]) + 1
             for p in params:
                 self.state[p]["step"].fill_(step)

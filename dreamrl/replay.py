@@ -22,8 +22,9 @@ from __future__ import annotations
 import collections
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -192,9 +193,9 @@ class Replay:
                 raise RuntimeError("replay holds no complete sequence yet")
             flat = self.rng.integers(0, total, n)
             cum = np.cumsum(counts)
-            s = np.searchsorted(cum, flat, side="right")
-            streams[filled:] = s
-            starts[filled:] = oldest[s] + flat - (cum[s] - counts[s])
+            rows = np.searchsorted(cum, flat, side="right")
+            streams[filled:] = rows
+            starts[filled:] = oldest[rows] + flat - (cum[rows] - counts[rows])
         idx = (starts[:, None] + np.arange(self.length)[None]) % self.slots
         return {k: v[streams[:, None], idx] for k, v in self.data.items()}
 

@@ -17,7 +17,8 @@ set of numbers transposed; a softmax along a size-4 trailing axis (``size1m``) i
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,7 +27,6 @@ from torch.nn import functional as F
 from dreamrl.config import RSSMConfig
 from dreamrl.nets import distributions as D
 from dreamrl.nets.layers import BlockLinear, BlockRMSNorm, Linear, NormAct, RMSNorm, mlp
-
 
 CLASS_DIM = -2
 
@@ -41,16 +41,12 @@ class Latent(NamedTuple):
         """``[..., D + C*S]``: what every head reads."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
-    def detach(self) -> "Latent":
+    def detach(self) -> Latent:
         return Latent(self.deter.detach(), self.stoch.detach())
 
-    def flatten_batch(self) -> "Latent":
+    def flatten_batch(self) -> Latent:
         """``[B, T, ...] -> [B*T, ...]``."""
         return Latent(self.deter.flatten(0, 1), self.stoch.flatten(0, 1))
-
-    def index(self, i: int | slice) -> "Latent":
-        """Select along the time axis (dim 1)."""
-        return Latent(self.deter[:, i], self.stoch[:, i])
 
 
 class Observed(NamedTuple):
@@ -158,7 +154,8 @@ class RSSM(nn.Module):
         inputs = torch.cat([self.in_deter(deter), self.in_stoch(stoch.flatten(-2)), action_in], -1)
         deter_blocks = deter.view(n, g, d // g).transpose(0, 1)  # [G, N, D/G], a view
         x = self.gru_in(deter_blocks, inputs)
-        for norm, layer in zip(self.gru_norms, self.gru_layers):
+        layer: BlockLinear
+        for norm, layer in zip(self.gru_norms, self.gru_layers):  # type: ignore[assignment]
             x = layer.blocks_forward(F.silu(norm(x)))
         reset, cand, update = x.chunk(3, -1)  # each [G, N, D/G]
         reset = torch.sigmoid(reset)
@@ -203,7 +200,7 @@ class RSSM(nn.Module):
         """Filter a sequence: ``embed [B, T, E]``, ``prev_action [B, T, A]`` (the action
         taken before each step), ``is_first [B, T]`` (resets state and action to zero).
         """
-        B, T = is_first.shape
+        T = is_first.shape[1]
         keep = (~is_first.bool()).float()
         prev_action = prev_action * keep[..., None]
         action_in = self.embed_action(prev_action)  # [B, T, hidden], whole sequence at once

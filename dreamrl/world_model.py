@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -64,9 +65,7 @@ class WorldModel(nn.Module):
         ``dyn``, ``rep``."""
         B, T = batch.is_first.shape
         embed = self.encoder(batch.obs)
-        observed = self.rssm.observe(
-            start, embed, previous_actions(batch.action), batch.is_first, generator
-        )
+        observed = self.rssm.observe(start, embed, previous_actions(batch.action), batch.is_first, generator)
         post = observed.posterior
         feat = post.features()  # [B, T, F]
         losses: dict[str, torch.Tensor] = {}

@@ -110,8 +110,9 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path):
         a2, s2 = loaded.policy(obs, None, deterministic)
         np.testing.assert_array_equal(a1, a2)
         later = obs_batch(agent, 3, first=False, seed=1)
-        np.testing.assert_array_equal(agent.policy(later, s1, deterministic)[0],
-                                      loaded.policy(later, s2, deterministic)[0])
+        np.testing.assert_array_equal(
+            agent.policy(later, s1, deterministic)[0], loaded.policy(later, s2, deterministic)[0]
+        )
     # Training continues identically too (optimiser moments and generators restored).
     batch = fake_batch(agent, 5)
     assert agent.train_step(batch) == loaded.train_step(batch)

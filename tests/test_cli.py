@@ -21,7 +21,10 @@ FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0"]
 def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "dreamrl", *args], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "dreamrl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=600,
     )
     if check and proc.returncode != 0:
@@ -32,8 +35,19 @@ def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     logdir = tmp_path_factory.mktemp("run") / "cartpole"
-    dreamrl("train", "--env", "CartPole-v1", "--logdir", str(logdir), "--preset", "debug",
-            "--steps", "300", "--no-progress", *FAST)
+    dreamrl(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--logdir",
+        str(logdir),
+        "--preset",
+        "debug",
+        "--steps",
+        "300",
+        "--no-progress",
+        *FAST,
+    )
     return logdir
 
 
@@ -63,8 +77,19 @@ def test_rerun_resumes_where_it_stopped(trained, tmp_path):
 
     logdir = tmp_path / "resumed"
     shutil.copytree(trained, logdir)
-    proc = dreamrl("train", "--env", "CartPole-v1", "--logdir", str(logdir), "--preset", "debug",
-                   "--steps", "400", "--no-progress", *FAST)
+    proc = dreamrl(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--logdir",
+        str(logdir),
+        "--preset",
+        "debug",
+        "--steps",
+        "400",
+        "--no-progress",
+        *FAST,
+    )
     assert "Resuming from ckpt-000000000300" in proc.stdout
     assert list_checkpoints(logdir)[-1][0] == 400
     agent = Agent.load(logdir)
@@ -72,8 +97,19 @@ def test_rerun_resumes_where_it_stopped(trained, tmp_path):
 
 
 def test_resume_with_a_changed_model_is_refused(trained):
-    proc = dreamrl("train", "--env", "CartPole-v1", "--logdir", str(trained), "--preset", "debug",
-                   "--steps", "400", "agent.dyn.rssm.deter=128", check=False)
+    proc = dreamrl(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--logdir",
+        str(trained),
+        "--preset",
+        "debug",
+        "--steps",
+        "400",
+        "agent.dyn.rssm.deter=128",
+        check=False,
+    )
     assert proc.returncode == 2
     assert "agent.dyn.rssm.deter: 64 -> 128" in proc.stderr
 
@@ -119,8 +155,20 @@ def test_unknown_env_exits_2(tmp_path):
 def test_module_env_id_and_pixels(tmp_path):
     """`module:Env-v0` imports the module first; env.pixels=true trains on its render."""
     logdir = tmp_path / "tiny"
-    proc = dreamrl("train", "--env", "fixtures.tiny_env:TinyLine-v0", "--logdir", str(logdir),
-                   "--preset", "debug", "--steps", "120", "env.pixels=true", "--no-progress", *FAST)
+    proc = dreamrl(
+        "train",
+        "--env",
+        "fixtures.tiny_env:TinyLine-v0",
+        "--logdir",
+        str(logdir),
+        "--preset",
+        "debug",
+        "--steps",
+        "120",
+        "env.pixels=true",
+        "--no-progress",
+        *FAST,
+    )
     assert "image uint8[64, 64, 3]" in proc.stdout
     agent = Agent.load(logdir)
     assert agent.obs_space["image"].shape == (64, 64, 3)

@@ -23,8 +23,12 @@ from dreamrl.config import (
 )
 
 AGENT_UNITS = {
-    "agent.enc.simple.units", "agent.dec.simple.units", "agent.rewhead.units",
-    "agent.conhead.units", "agent.policy.units", "agent.value.units",
+    "agent.enc.simple.units",
+    "agent.dec.simple.units",
+    "agent.rewhead.units",
+    "agent.conhead.units",
+    "agent.policy.units",
+    "agent.value.units",
 }
 
 

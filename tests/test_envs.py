@@ -152,12 +152,14 @@ def test_obs_converter_discrete_with_start_offset():
 
 
 def test_obs_converter_dict_keeps_keys():
-    space = gs.Dict({
-        "pos": gs.Box(-1, 1, (2,), np.float32),
-        "cam": gs.Box(0, 255, (16, 16, 3), np.uint8),
-        "mode": gs.Discrete(3),
-        "nested": gs.Dict({"speed": gs.Box(-5, 5, (1, 2), np.float32)}),
-    })
+    space = gs.Dict(
+        {
+            "pos": gs.Box(-1, 1, (2,), np.float32),
+            "cam": gs.Box(0, 255, (16, 16, 3), np.uint8),
+            "mode": gs.Discrete(3),
+            "nested": gs.Dict({"speed": gs.Box(-5, 5, (1, 2), np.float32)}),
+        }
+    )
     conv = ObsConverter.from_gym(space, (64, 64))
     assert conv.spaces == {
         "pos": Space("float32", (2,)),
@@ -165,8 +167,12 @@ def test_obs_converter_dict_keeps_keys():
         "mode": Space("float32", (3,)),
         "nested_speed": Space("float32", (2,)),
     }
-    raw = {"pos": np.array([0.5, -0.5], np.float32), "cam": np.zeros((16, 16, 3), np.uint8),
-           "mode": 2, "nested": {"speed": np.array([[1.0, 2.0]], np.float32)}}
+    raw = {
+        "pos": np.array([0.5, -0.5], np.float32),
+        "cam": np.zeros((16, 16, 3), np.uint8),
+        "mode": 2,
+        "nested": {"speed": np.array([[1.0, 2.0]], np.float32)},
+    }
     out = conv(raw)
     assert out["pos"].tolist() == [0.5, -0.5]
     assert out["mode"].tolist() == [0, 0, 1]
@@ -185,8 +191,13 @@ def test_pixels_use_the_render():
 
 
 def test_converters_json_round_trip():
-    space = gs.Dict({"pos": gs.Box(-1, 1, (2,), np.float32), "mode": gs.Discrete(4),
-                     "cam": gs.Box(0, 255, (8, 8, 3), np.uint8)})
+    space = gs.Dict(
+        {
+            "pos": gs.Box(-1, 1, (2,), np.float32),
+            "mode": gs.Discrete(4),
+            "cam": gs.Box(0, 255, (8, 8, 3), np.uint8),
+        }
+    )
     obs_conv = ObsConverter.from_gym(space, (48, 64))
     obs_back = ObsConverter.from_json(json.loads(json.dumps(obs_conv.to_json())))
     assert obs_back.to_json() == obs_conv.to_json()

@@ -198,8 +198,15 @@ def test_return_normalizer_spread_above_one():
 
 
 def hand_laprop(
-    w: np.ndarray, grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float, agc: float,
-    warmup: int, clip: bool = True,
+    w: np.ndarray,
+    grads: list[np.ndarray],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    agc: float,
+    warmup: int,
+    clip: bool = True,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Reference LaProp in float64: returns the weights and nu after every step."""
     b1, b2 = beta1, beta2
@@ -237,8 +244,11 @@ def run_laprop(
 
 
 W0 = np.array([[0.5, -1.0], [2.0, 0.25]])
-GRADS = [np.array([[0.1, -0.2], [0.05, 0.3]]), np.array([[-0.3, 0.1], [0.2, 0.02]]),
-         np.array([[0.05, 0.05], [-0.1, 0.2]])]
+GRADS = [
+    np.array([[0.1, -0.2], [0.05, 0.3]]),
+    np.array([[-0.3, 0.1], [0.2, 0.02]]),
+    np.array([[0.05, 0.05], [-0.1, 0.2]]),
+]
 HYPER = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, agc=0.3, warmup=2)
 
 
@@ -258,8 +268,11 @@ def test_laprop_matches_hand_implementation_without_clipping():
 
 def test_laprop_agc_clips_large_gradients():
     w0 = np.array([[0.1, 0.0], [0.0, 0.1]])  # |w| = 0.1414: limit 0.3 * 0.1414 = 0.0424
-    grads = [np.array([[1.0, 2.0], [-2.0, 0.5]]), np.array([[0.01, 0.0], [0.0, 0.02]]),
-             np.array([[3.0, -1.0], [0.0, 1.0]])]
+    grads = [
+        np.array([[1.0, 2.0], [-2.0, 0.5]]),
+        np.array([[0.01, 0.0], [0.0, 0.02]]),
+        np.array([[3.0, -1.0], [0.0, 1.0]]),
+    ]
     expected, expected_nu = hand_laprop(w0, grads, **HYPER)
     unclipped, _ = hand_laprop(w0, grads, **HYPER, clip=False)
     got, got_nu = run_laprop(w0, grads, **HYPER)

@@ -107,8 +107,9 @@ def test_is_first_resets_the_state():
     start = Latent(torch.randn(B, CFG.deter), rssm.initial(B, "cpu").stoch)
     with torch.no_grad():
         a = rssm.observe(start, embed, action, is_first, torch.Generator().manual_seed(9))
-        b = rssm.observe(rssm.initial(B, "cpu"), other_embed, other_action, is_first,
-                         torch.Generator().manual_seed(9))
+        b = rssm.observe(
+            rssm.initial(B, "cpu"), other_embed, other_action, is_first, torch.Generator().manual_seed(9)
+        )
         # The earlier steps did differ...
         assert not torch.allclose(a.posterior.deter[:, t - 1], b.posterior.deter[:, t - 1])
         # ...but from the reset on the two runs agree.
@@ -116,15 +117,21 @@ def test_is_first_resets_the_state():
         torch.testing.assert_close(a.post_logits[:, t:], b.post_logits[:, t:])
         torch.testing.assert_close(a.posterior.stoch[:, t:], b.posterior.stoch[:, t:])
         # A fresh run on the sub-sequence from t gives the same deter and logits at t.
-        sub = rssm.observe(rssm.initial(B, "cpu"), embed[:, t:], action[:, t:], is_first[:, t:],
-                           torch.Generator().manual_seed(1))
+        sub = rssm.observe(
+            rssm.initial(B, "cpu"),
+            embed[:, t:],
+            action[:, t:],
+            is_first[:, t:],
+            torch.Generator().manual_seed(1),
+        )
         torch.testing.assert_close(sub.posterior.deter[:, 0], a.posterior.deter[:, t])
         torch.testing.assert_close(sub.post_logits[:, 0], a.post_logits[:, t])
         # Without the reset the history does leak into step t.
         is_first[:, t] = False
         c = rssm.observe(start, embed, action, is_first, torch.Generator().manual_seed(9))
-        d = rssm.observe(rssm.initial(B, "cpu"), other_embed, other_action, is_first,
-                         torch.Generator().manual_seed(9))
+        d = rssm.observe(
+            rssm.initial(B, "cpu"), other_embed, other_action, is_first, torch.Generator().manual_seed(9)
+        )
         assert not torch.allclose(c.posterior.deter[:, t], d.posterior.deter[:, t])
 
 
@@ -169,9 +176,9 @@ def test_gru_input_equals_tiled_block_linear():
 
     ub = units // blocks
     w_in = layer.input_part.weight  # [units, n_in]
-    tiled_weight = torch.stack([
-        torch.cat([layer.deter_part.weight[g], w_in[g * ub:(g + 1) * ub].T], 0) for g in range(blocks)
-    ])  # [G, D/G + I, U/G]
+    tiled_weight = torch.stack(
+        [torch.cat([layer.deter_part.weight[g], w_in[g * ub : (g + 1) * ub].T], 0) for g in range(blocks)]
+    )  # [G, D/G + I, U/G]
     tiled_bias = layer.input_part.bias.view(blocks, ub)
     tiled_in = torch.cat([deter_blocks, x.expand(blocks, n, n_in)], -1)  # [G, N, D/G + I]
     expected = torch.einsum("gni,giu->gnu", tiled_in, tiled_weight) + tiled_bias[:, None, :]
@@ -179,8 +186,10 @@ def test_gru_input_equals_tiled_block_linear():
     # The flat output, block-major back to [N, units], is block g in columns g*ub..(g+1)*ub.
     flat = got.transpose(0, 1).reshape(n, units)
     g = 2
-    manual = deter_vec[:, g * 8:(g + 1) * 8] @ layer.deter_part.weight[g] + x @ w_in[g * ub:(g + 1) * ub].T
-    torch.testing.assert_close(flat[:, g * ub:(g + 1) * ub], manual + tiled_bias[g], rtol=1e-5, atol=1e-5)
+    manual = (
+        deter_vec[:, g * 8 : (g + 1) * 8] @ layer.deter_part.weight[g] + x @ w_in[g * ub : (g + 1) * ub].T
+    )
+    torch.testing.assert_close(flat[:, g * ub : (g + 1) * ub], manual + tiled_bias[g], rtol=1e-5, atol=1e-5)
 
 
 def test_core_keeps_deter_in_tanh_range_and_is_differentiable():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from dreamrl.config import Config, ConfigError
@@ -11,10 +13,10 @@ from dreamrl.envs.spaces import STEP_KEYS, Space
 SUITES = ("dmc", "atari", "atari100k", "crafter")
 
 __all__ = [
+    "STEP_KEYS",
     "ActionConverter",
     "GymEnv",
     "ObsConverter",
-    "STEP_KEYS",
     "Space",
     "env_seed",
     "make_env",
@@ -46,7 +48,7 @@ def make_env(config: Config, seed: int | None) -> GymEnv:
         )
     import gymnasium
 
-    kwargs = {"render_mode": "rgb_array"} if config.env.pixels else {}
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if config.env.pixels else {}
     try:
         env = gymnasium.make(task, **kwargs)
     except (gymnasium.error.Error, ModuleNotFoundError, ImportError, AttributeError) as e:

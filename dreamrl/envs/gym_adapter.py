@@ -14,8 +14,9 @@ With ``pixels=True`` the env's ``rgb_array`` render replaces its observation.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class ObsConverter:
         return {e.key: e.space() for e in self.entries}
 
     @classmethod
-    def from_gym(cls, space: Any, size: tuple[int, int], pixels: bool = False) -> "ObsConverter":
+    def from_gym(cls, space: Any, size: tuple[int, int], pixels: bool = False) -> ObsConverter:
         """Build the conversion for a gymnasium observation space."""
         size = (int(size[0]), int(size[1]))
         if pixels:
@@ -103,17 +104,24 @@ class ObsConverter:
         return {
             "size": list(self.size),
             "entries": [
-                {"key": e.key, "path": list(e.path), "kind": e.kind, "shape": list(e.shape),
-                 "classes": e.classes, "offset": e.offset}
+                {
+                    "key": e.key,
+                    "path": list(e.path),
+                    "kind": e.kind,
+                    "shape": list(e.shape),
+                    "classes": e.classes,
+                    "offset": e.offset,
+                }
                 for e in self.entries
             ],
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ObsConverter":
+    def from_json(cls, data: Mapping[str, Any]) -> ObsConverter:
         entries = [
-            ObsEntry(d["key"], tuple(d["path"]), d["kind"], tuple(d["shape"]), d["classes"],
-                     d.get("offset", 0))
+            ObsEntry(
+                d["key"], tuple(d["path"]), d["kind"], tuple(d["shape"]), d["classes"], d.get("offset", 0)
+            )
             for d in data["entries"]
         ]
         return cls(entries, tuple(data["size"]))  # type: ignore[arg-type]
@@ -162,7 +170,7 @@ class ActionConverter:
         return Space("float32", (math.prod(self.shape),))
 
     @classmethod
-    def from_gym(cls, space: Any) -> "ActionConverter":
+    def from_gym(cls, space: Any) -> ActionConverter:
         from gymnasium import spaces as gs
 
         if isinstance(space, gs.Discrete):
@@ -179,8 +187,7 @@ class ActionConverter:
                 )
             return cls(0, low, high, tuple(space.shape))
         raise ValueError(
-            f"action space {type(space).__name__} is not supported; dreamrl acts in "
-            "Discrete and Box spaces"
+            f"action space {type(space).__name__} is not supported; dreamrl acts in Discrete and Box spaces"
         )
 
     def __call__(self, action: np.ndarray | int) -> Any:
@@ -201,7 +208,7 @@ class ActionConverter:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ActionConverter":
+    def from_json(cls, data: Mapping[str, Any]) -> ActionConverter:
         low = None if data["low"] is None else np.asarray(data["low"], np.float64)
         high = None if data["high"] is None else np.asarray(data["high"], np.float64)
         return cls(int(data["classes"]), low, high, tuple(data["shape"]))
@@ -210,8 +217,9 @@ class ActionConverter:
 class GymEnv:
     """One gymnasium env speaking step dicts, with action repeat."""
 
-    def __init__(self, env: Any, size: tuple[int, int], pixels: bool = False, repeat: int = 1,
-                 seed: int | None = None):
+    def __init__(
+        self, env: Any, size: tuple[int, int], pixels: bool = False, repeat: int = 1, seed: int | None = None
+    ):
         self.env = env
         self.pixels = pixels
         self.repeat = repeat

@@ -7,9 +7,11 @@ step dict per env, stacked ``{key: [N, ...]}``.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,7 @@ def _worker(factory: EnvFactory, conn: Any) -> None:
                 break
     except (KeyboardInterrupt, EOFError):
         pass
-    except BaseException as e:  # noqa: BLE001 - every env failure is reported to the parent
+    except BaseException as e:
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
     finally:
         if env is not None:
@@ -76,10 +78,8 @@ class _ProcessEnv:
         self.conn.send((cmd, arg))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(("close", None))
-        except (BrokenPipeError, OSError):
-            pass
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
@@ -132,7 +132,7 @@ class EnvPool:
             for env in self._envs:
                 env.close()
 
-    def __enter__(self) -> "EnvPool":
+    def __enter__(self) -> EnvPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -42,7 +42,7 @@ class Space:
         return {"dtype": self.dtype, "shape": list(self.shape), "classes": self.classes}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Space":
+    def from_json(cls, data: dict[str, Any]) -> Space:
         return cls(str(data["dtype"]), tuple(int(x) for x in data["shape"]), int(data["classes"]))
 
     def zeros(self, *lead: int) -> np.ndarray:

@@ -11,7 +11,7 @@ CPU for these small channel counts, and the images arrive in that layout anyway.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -119,7 +119,9 @@ class Decoder(nn.Module):
             # through a dense two-layer path; the two are summed, as in the paper's code.
             self.space_deter = BlockLinear(deter, cells, cfg.bspace)
             self.space_stoch = nn.Sequential(
-                Linear(stoch_flat, 2 * cfg.units), RMSNorm(2 * cfg.units), nn.SiLU(),
+                Linear(stoch_flat, 2 * cfg.units),
+                RMSNorm(2 * cfg.units),
+                nn.SiLU(),
                 Linear(2 * cfg.units, cells),
             )
             self.space_norm = ChannelRMSNorm(self.top)
@@ -179,4 +181,3 @@ class Decoder(nn.Module):
             target = symlog(obs[k].reshape(recon[k].shape).float())
             losses[k] = (recon[k] - target).square().sum(-1)
         return losses
-

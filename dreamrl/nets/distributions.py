@@ -63,10 +63,7 @@ def twohot_encode(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     total = to_below + to_above
     weight_below = to_above / total
     weight_above = to_below / total
-    return (
-        F.one_hot(below, k) * weight_below[..., None]
-        + F.one_hot(above, k) * weight_above[..., None]
-    )
+    return F.one_hot(below, k) * weight_below[..., None] + F.one_hot(above, k) * weight_above[..., None]
 
 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:

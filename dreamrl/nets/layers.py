@@ -27,7 +27,11 @@ class Linear(nn.Linear):
     """``nn.Linear`` with the DreamerV3 initialisation and zero bias."""
 
     def __init__(
-        self, inputs: int, units: int, outscale: float = 1.0, bias: bool = True,
+        self,
+        inputs: int,
+        units: int,
+        outscale: float = 1.0,
+        bias: bool = True,
         fan_in: int | None = None,
     ):
         super().__init__(inputs, units, bias=bias)
@@ -94,7 +98,12 @@ class BlockLinear(nn.Module):
     """
 
     def __init__(
-        self, inputs: int, units: int, blocks: int, outscale: float = 1.0, bias: bool = True,
+        self,
+        inputs: int,
+        units: int,
+        blocks: int,
+        outscale: float = 1.0,
+        bias: bool = True,
         fan_in: int | None = None,
     ):
         super().__init__()

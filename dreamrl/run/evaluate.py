@@ -7,8 +7,9 @@ Every episode's seed comes from the evaluation seed stream, disjoint from traini
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,9 +89,7 @@ def evaluate(
                     keep_rows.append(row)
             if state is not None and len(keep_rows) != len(active):
                 rows = torch.as_tensor(keep_rows, dtype=torch.long)
-                state = type(state)(
-                    type(state.latent)(*(x[rows] for x in state.latent)), state.action[rows]
-                )
+                state = type(state)(type(state.latent)(*(x[rows] for x in state.latent)), state.action[rows])
             active = next_active
     finally:
         for env in pool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -40,7 +41,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.path = run_dir / METRICS_FILE
-        self._file = open(self.path, "a", buffering=1)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - open for the run, closed by close()
         self._tb: Any = None
         if tensorboard:
             try:

@@ -11,8 +11,14 @@ from typing import Any, TextIO
 class Progress:
     """Env steps, steps per second, latest episode return and latest eval return."""
 
-    def __init__(self, total: int, initial: int, enabled: bool = True, out: TextIO = sys.stdout,
-                 line_every: float = 30.0):
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        enabled: bool = True,
+        out: TextIO = sys.stdout,
+        line_every: float = 30.0,
+    ):
         self.out = out
         self.enabled = enabled
         self.total = total
@@ -23,8 +29,15 @@ class Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, unit="step", unit_scale=True,
-                             dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                smoothing=0.05,
+            )
 
     def update(self, steps: int, last_return: float, eval_return: float) -> None:
         if not self.enabled:
@@ -38,8 +51,12 @@ class Progress:
         if now - self._last_line >= self.line_every:
             rate = (steps - self._last_steps) / (now - self._last_line)
             pct = 100 * steps / self.total
-            print(f"[{pct:5.1f}%] {steps:,}/{self.total:,} env steps, {rate:.1f} steps/s, "
-                  f"return {post['return']}, eval {post['eval']}", file=self.out, flush=True)
+            print(
+                f"[{pct:5.1f}%] {steps:,}/{self.total:,} env steps, {rate:.1f} steps/s, "
+                f"return {post['return']}, eval {post['eval']}",
+                file=self.out,
+                flush=True,
+            )
             self._last_line, self._last_steps = now, steps
 
     def note(self, message: str) -> None:

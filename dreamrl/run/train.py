@@ -12,9 +12,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -102,12 +103,22 @@ def _loop(
     config: Config, run_dir: Path, pool: EnvPool, maker: EnvMaker, out: TextIO, progress: bool
 ) -> LoopState:
     run = config.run
-    agent = Agent(config, pool.obs_space, pool.act_space,
-                  obs_converter=pool.obs_converter, act_converter=pool.act_converter)
+    agent = Agent(
+        config,
+        pool.obs_space,
+        pool.act_space,
+        obs_converter=pool.obs_converter,
+        act_converter=pool.act_converter,
+    )
     replay = Replay(
-        replay_spaces(pool.obs_space, pool.act_space), config.replay.size, run.envs,
-        config.batch_length, config.replay.online, config.replay.chunksize,
-        run_dir / "replay", config.seed,
+        replay_spaces(pool.obs_space, pool.act_space),
+        config.replay.size,
+        run.envs,
+        config.batch_length,
+        config.replay.online,
+        config.replay.chunksize,
+        run_dir / "replay",
+        config.seed,
     )
     state = LoopState()
     ckpt = latest_checkpoint(run_dir)
@@ -120,8 +131,11 @@ def _loop(
         state = LoopState(**load_loop_state(ckpt))
         loaded = replay.load()
         replay.restore(state.replay)
-        print(f"Resuming from {ckpt.name}: {state.env_steps:,} env steps, "
-              f"{state.updates:,} updates, {loaded:,} replay steps loaded.", file=out)
+        print(
+            f"Resuming from {ckpt.name}: {state.env_steps:,} env steps, "
+            f"{state.updates:,} updates, {loaded:,} replay steps loaded.",
+            file=out,
+        )
     _describe(config, agent, pool, replay, out)
     logger = MetricsLogger(run_dir)
     train_mean, episode_mean = Mean(), Mean()
@@ -149,13 +163,21 @@ def _loop(
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
         state.last_eval_return = result.mean
-        logger.write(state.env_steps, {
-            "eval/return": result.mean, "eval/return_std": result.std,
-            "eval/length": float(np.mean(result.lengths)), "eval/returns": result.returns,
-            "eval/episodes": len(result.returns), "time/elapsed": _elapsed(),
-        })
-        bar.note(f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
-                 f"over {len(result.returns)} episodes")
+        logger.write(
+            state.env_steps,
+            {
+                "eval/return": result.mean,
+                "eval/return_std": result.std,
+                "eval/length": float(np.mean(result.lengths)),
+                "eval/returns": result.returns,
+                "eval/episodes": len(result.returns),
+                "time/elapsed": _elapsed(),
+            },
+        )
+        bar.note(
+            f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
+            f"over {len(result.returns)} episodes"
+        )
 
     def _elapsed() -> float:
         return elapsed_before + time.time() - session_start
@@ -164,8 +186,9 @@ def _loop(
         obs = pool.step(actions)
         while state.env_steps < run.steps:
             actions, policy_state = agent.policy(obs, policy_state, deterministic=False)
-            replay.add({**{k: obs[k] for k in pool.obs_space}, "action": actions,
-                        **{k: obs[k] for k in STEP_KEYS}})
+            replay.add(
+                {**{k: obs[k] for k in pool.obs_space}, "action": actions, **{k: obs[k] for k in STEP_KEYS}}
+            )
             state.env_steps += run.envs
             returns += obs["reward"]
             lengths += 1
@@ -208,8 +231,11 @@ def _loop(
     finally:
         bar.close()
         logger.close()
-    print(f"Done: {state.env_steps:,} env steps, {state.updates:,} updates in "
-          f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.", file=out)
+    print(
+        f"Done: {state.env_steps:,} env steps, {state.updates:,} updates in "
+        f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
+        file=out,
+    )
     print(f"Logs: {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})", file=out)
     ckpt = latest_checkpoint(run_dir)
     print(f"Checkpoint: {ckpt}", file=out)
@@ -221,11 +247,19 @@ def _describe(config: Config, agent: Agent, pool: EnvPool, replay: Replay, out: 
     act = pool.act_space
     act_desc = f"discrete({act.classes})" if act.discrete else f"continuous{list(act.shape)}"
     per_update = config.batch_size * config.batch_length
-    print(f"Env {config.task}: observations {keys}; actions {act_desc}; {config.run.envs} envs "
-          f"({config.run.env_workers}).", file=out)
-    print(f"Agent: {agent.param_count():,} parameters on {agent.device}; presets "
-          f"{', '.join(config.presets) or 'none'}.", file=out)
-    print(f"Training: {config.run.steps:,} env steps, one update of {config.batch_size}x"
-          f"{config.batch_length} every {per_update / config.run.train_ratio:g} env steps "
-          f"(train_ratio {config.run.train_ratio:g}); replay holds {replay.slots * replay.streams:,} steps.",
-          file=out)
+    print(
+        f"Env {config.task}: observations {keys}; actions {act_desc}; {config.run.envs} envs "
+        f"({config.run.env_workers}).",
+        file=out,
+    )
+    print(
+        f"Agent: {agent.param_count():,} parameters on {agent.device}; presets "
+        f"{', '.join(config.presets) or 'none'}.",
+        file=out,
+    )
+    print(
+        f"Training: {config.run.steps:,} env steps, one update of {config.batch_size}x"
+        f"{config.batch_length} every {per_update / config.run.train_ratio:g} env steps "
+        f"(train_ratio {config.run.train_ratio:g}); replay holds {replay.slots * replay.streams:,} steps.",
+        file=out,
+    )
