@@ -206,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
-        print(config_reference())
+        print(config_reference(), end="")
         return 0
     config = resolve(args)
     docs = cfglib.field_docs()
