@@ -83,6 +83,7 @@ class Replay:
         """Write full chunks to disk; with ``force`` also the partial tail of each stream."""
         if not self.directory:
             return
+        wrote = False
         for s in range(self.streams):
             while self.count[s] - self.flushed[s] >= self.chunksize or (
                 force and self.count[s] > self.flushed[s]
@@ -91,7 +92,9 @@ class Replay:
                 size = int(min(self.chunksize, self.count[s] - start))
                 self._write_chunk(s, start, size)
                 self.flushed[s] = start + size
-        self._delete_evicted()
+                wrote = True
+        if wrote:
+            self._delete_evicted()
 
     def _write_chunk(self, stream: int, start: int, size: int) -> None:
         assert self.directory is not None

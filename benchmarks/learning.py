@@ -1,0 +1,125 @@
+"""Learning checks: train, then print evaluation return against env steps and wall time.
+
+    python benchmarks/learning.py cartpole            # one check
+    python benchmarks/learning.py all                 # every check, one after another
+    python benchmarks/learning.py cartpole --out runs/bench key=value ...
+
+Each check trains with the CLI's own loop in ``<out>/<check>`` (rerunning resumes), with
+evaluation of the deterministic policy on fresh seeds every ``eval_every`` env steps,
+then prints the curve and whether the target was reached within the step budget. The
+settings are in CHECKS below; anything not named there is the paper's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dreamrl.config import build_config, parse_overrides
+from dreamrl.run.allocator import tune_allocator
+from dreamrl.run.logging import read_metrics
+from dreamrl.run.train import train
+
+
+@dataclass(frozen=True)
+class Check:
+    env: str
+    steps: int
+    target: float
+    presets: tuple[str, ...] = ("size1m",)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+COMMON = {
+    "run.envs": 1,
+    "run.env_workers": "inline",
+    "run.eval_eps": 10,
+    "run.log_every": 60,
+}
+
+CHECKS: dict[str, Check] = {
+    "cartpole": Check(
+        "CartPole-v1", 30_000, 475.0,
+        overrides={**COMMON, "run.train_ratio": 512, "run.eval_every": 2_500},
+    ),
+    "pendulum": Check(
+        "Pendulum-v1", 20_000, -250.0,
+        overrides={**COMMON, "run.train_ratio": 512, "run.eval_every": 2_000},
+    ),
+    "cartpole_pixels": Check(
+        "CartPole-v1", 50_000, 400.0,
+        overrides={**COMMON, "env.pixels": True, "run.train_ratio": 256, "run.eval_every": 5_000},
+    ),
+}
+
+
+def curve(run_dir: Path) -> list[dict[str, float]]:
+    """Evaluation records ``[{step, return, std, minutes}]`` of a run dir."""
+    out = []
+    for record in read_metrics(run_dir):
+        if "eval/return" in record:
+            out.append({
+                "step": record["step"],
+                "return": record["eval/return"],
+                "std": record["eval/return_std"],
+                "minutes": record.get("time/elapsed", float("nan")) / 60,
+            })
+    return out
+
+
+def report(name: str, check: Check, points: list[dict[str, float]], overrides: dict[str, Any]) -> dict:
+    settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if not k.startswith("run.eval"))
+    print(f"\n{name}: {check.env}, presets {' '.join(check.presets)}, {settings}")
+    print(f"target: mean eval return >= {check.target:g} within {check.steps:,} env steps")
+    print(f"{'env steps':>10}  {'eval return':>18}  {'wall min':>8}")
+    for p in points:
+        print(f"{p['step']:>10,}  {p['return']:>10.1f} ± {p['std']:<6.1f}  {p['minutes']:>8.1f}")
+    hit = next((p for p in points if p["return"] >= check.target and p["step"] <= check.steps), None)
+    if hit:
+        print(f"REACHED at {hit['step']:,} env steps after {hit['minutes']:.1f} min")
+    else:
+        best = max(points, key=lambda p: p["return"], default=None)
+        best_text = f"best {best['return']:.1f} at {best['step']:,}" if best else "no evaluation"
+        print(f"NOT REACHED within {check.steps:,} env steps ({best_text})")
+    return {"check": name, "env": check.env, "target": check.target, "steps": check.steps,
+            "reached_at": hit["step"] if hit else None, "curve": points, "settings": overrides}
+
+
+def run_check(name: str, out: Path, extra: dict[str, str]) -> dict:
+    check = CHECKS[name]
+    overrides = {**check.overrides, **extra, "task": check.env}
+    overrides.setdefault("run.steps", check.steps)
+    config = build_config(check.presets, overrides)
+    run_dir = out / name
+    train(config, run_dir, progress=sys.stdout.isatty())
+    return report(name, check, curve(run_dir), {k: v for k, v in overrides.items() if k != "task"})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("check", choices=[*CHECKS, "all"])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--report-only", action="store_true", help="print the curve of an existing run")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args()
+    tune_allocator()
+    extra = parse_overrides(args.overrides)
+    names = list(CHECKS) if args.check == "all" else [args.check]
+    results = []
+    for name in names:
+        if args.report_only:
+            check = CHECKS[name]
+            results.append(report(name, check, curve(args.out / name), {**check.overrides, **extra}))
+        else:
+            results.append(run_check(name, args.out, extra))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
