@@ -76,8 +76,10 @@ class Agent:
             self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg).to(self.device)
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
+        gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm
         self.opt = LaProp(
             params,
+            agc_groups=[[gru_in.deter_part.weight, gru_in.input_part.weight]],
             lr=opt.lr,
             beta1=opt.beta1,
             beta2=opt.beta2,

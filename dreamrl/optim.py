@@ -8,11 +8,15 @@ Per parameter tensor, in this order (the official code's optax chain):
    ``mu <- b1 mu + (1 - b1) u``; ``m = mu / (1 - b1^t)``;
 4. ``w <- w - lr_t m`` with ``lr_t = lr * min(1, (t - 1) / warmup)``: the first update
    has a learning rate of zero, as optax's linear schedule gives.
+
+AGC norms are per tensor. Where dreamrl stores as several tensors what the official
+code holds as one (the GRU's first block layer), ``agc_groups`` names the tensors that
+share one norm, so clipping acts on the same quantity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -31,9 +35,24 @@ class LaProp(torch.optim.Optimizer):
         agc: float = 0.3,
         agc_floor: float = 1e-3,
         warmup: int = 1000,
+        agc_groups: Sequence[Sequence[torch.nn.Parameter]] = (),
     ):
         defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, agc=agc, agc_floor=agc_floor, warmup=warmup)
         super().__init__(params, defaults)
+        self.agc_groups = [list(g) for g in agc_groups]
+
+    def _joint_norms(self, params: list[torch.Tensor], norms: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Replace each grouped tensor's norm by its group's joint norm."""
+        if not self.agc_groups:
+            return norms
+        position = {id(p): i for i, p in enumerate(params)}
+        norms = list(norms)
+        for group in self.agc_groups:
+            members = [position[id(p)] for p in group if id(p) in position]
+            joint = torch.linalg.vector_norm(torch.stack([norms[i] for i in members]))
+            for i in members:
+                norms[i] = joint
+        return norms
 
     def learning_rate(self, group: dict[str, Any], step: int) -> float:
         """Learning rate of update number ``step`` (1-based)."""
@@ -55,8 +74,8 @@ class LaProp(torch.optim.Optimizer):
                     state["nu"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["mu"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["agc"]:
-                gnorm = torch._foreach_norm(grads)
-                pnorm = torch._foreach_norm(params)
+                gnorm = self._joint_norms(params, list(torch._foreach_norm(grads)))
+                pnorm = self._joint_norms(params, list(torch._foreach_norm(params)))
                 upper = torch._foreach_mul(torch._foreach_clamp_min(pnorm, group["agc_floor"]), group["agc"])
                 ratio = torch._foreach_div(gnorm, upper)
                 torch._foreach_clamp_min_(ratio, 1.0)

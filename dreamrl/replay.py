@@ -200,7 +200,12 @@ class Replay:
             streams[filled:] = rows
             starts[filled:] = oldest[rows] + flat - (cum[rows] - counts[rows])
         idx = (starts[:, None] + np.arange(self.length)[None]) % self.slots
-        return {k: v[streams[:, None], idx] for k, v in self.data.items()}
+        batch = {k: v[streams[:, None], idx] for k, v in self.data.items()}
+        if "is_last" in batch and "is_first" in batch:
+            # An episode cut off without its end (a run stopped and resumed) still
+            # ends before the next one starts: returns never bootstrap across it.
+            batch["is_last"][:, :-1] |= batch["is_first"][:, 1:]
+        return batch
 
     # ------------------------------------------------------------------ state
 

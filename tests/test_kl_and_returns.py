@@ -303,3 +303,28 @@ def test_laprop_learning_rate_schedule():
     assert [opt.learning_rate(group, t) for t in (1, 2, 3, 5, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
     opt_nowarm = LaProp([param], lr=0.5, warmup=0)
     assert opt_nowarm.learning_rate(opt_nowarm.param_groups[0], 1) == 0.5
+
+
+def test_laprop_agc_group_clips_tensors_as_one():
+    """Tensors in one AGC group are clipped by their joint norm: the same updates as a
+    single tensor holding both (the official code's one GRU input kernel)."""
+    torch.manual_seed(0)
+    a0, b0 = torch.randn(3, 4), torch.randn(5)
+    grads = [(s * torch.randn(3, 4), 0.01 * s * torch.randn(5)) for s in (40.0, 1.0, 30.0)]
+
+    def run(grouped: bool) -> torch.Tensor:
+        a, b = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+        opt = LaProp([a, b], lr=0.1, warmup=0, agc_groups=[[a, b]] if grouped else [])
+        for ga, gb in grads:
+            a.grad, b.grad = ga.clone(), gb.clone()
+            opt.step()
+        return torch.cat([a.detach().flatten(), b.detach()])
+
+    joint = torch.nn.Parameter(torch.cat([a0.flatten(), b0]))
+    ref = LaProp([joint], lr=0.1, warmup=0)
+    for ga, gb in grads:
+        joint.grad = torch.cat([ga.flatten(), gb])
+        ref.step()
+    torch.testing.assert_close(run(grouped=True), joint.detach())
+    # Clipped one by one, the two tensors move differently.
+    assert not torch.allclose(run(grouped=False), joint.detach())

@@ -252,3 +252,19 @@ def test_nbytes_and_ready():
     assert not replay.ready(4)  # 18 steps < 4 * 5
     fill(replay, 1, start=9)
     assert replay.ready(4)
+
+
+def test_a_step_before_an_episode_start_is_marked_last():
+    """An episode cut off without is_last (a resumed run) still ends before the next
+    is_first, so returns never bootstrap across the cut."""
+    replay = make(streams=1, capacity=40, length=5)
+    for t in range(12):
+        data = step(1, t)
+        data["is_last"][:] = False  # the run stopped mid-episode: no is_last was stored
+        replay.add(data)
+    batch = replay.sample(32)
+    starts_next = np.zeros_like(batch["is_first"])
+    starts_next[:, :-1] = batch["is_first"][:, 1:]
+    assert starts_next.any()
+    assert np.all(batch["is_last"][starts_next])
+    assert not replay.data["is_last"].any()  # the stored data itself is unchanged

@@ -110,7 +110,7 @@ class BoundedNormalDist(ActionDist):
 
 class PolicyHead(nn.Module):
     """``features [..., F] -> ActionDist``: categorical for discrete action spaces,
-    bounded normal for continuous ones."""
+    bounded normal for continuous ones (separate mean and std output layers)."""
 
     def __init__(self, inputs: int, action: Space, cfg: PolicyConfig):
         super().__init__()
@@ -119,13 +119,13 @@ class PolicyHead(nn.Module):
         width = action_width(action)
         self.mlp = mlp(inputs, cfg.layers, cfg.units)
         hidden = mlp_width(inputs, cfg.layers, cfg.units)
-        outputs = width if self.discrete else 2 * width
-        self.out = Linear(hidden, outputs, outscale=cfg.outscale)
+        self.out = Linear(hidden, width, outscale=cfg.outscale)
+        if not self.discrete:
+            self.std_out = Linear(hidden, width, outscale=cfg.outscale)
 
     def forward(self, feat: torch.Tensor) -> ActionDist:
-        x = self.out(self.mlp(feat))
+        x = self.mlp(feat)
         if self.discrete:
-            return OneHotDist(D.unimix_logits(x, self.cfg.unimix))
-        mean, std = x.chunk(2, -1)
-        mean, std = D.bounded_normal(mean, std, self.cfg.minstd, self.cfg.maxstd)
+            return OneHotDist(D.unimix_logits(self.out(x), self.cfg.unimix))
+        mean, std = D.bounded_normal(self.out(x), self.std_out(x), self.cfg.minstd, self.cfg.maxstd)
         return BoundedNormalDist(mean, std)
