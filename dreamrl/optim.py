@@ -35,7 +35,7 @@ class LaProp(torch.optim.Optimizer):
         agc: float = 0.3,
         agc_floor: float = 1e-3,
         warmup: int = 1000,
-        agc_groups: Sequence[Sequence[torch.nn.Parameter]] = (),
+        agc_groups: Sequence[Sequence[torch.Tensor]] = (),
     ):
         defaults = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, agc=agc, agc_floor=agc_floor, warmup=warmup)
         super().__init__(params, defaults)
