@@ -11,16 +11,14 @@ from dreamrl.config import (
     Config,
     ConfigError,
     build_config,
-    coerce,
     diff,
     from_dict,
-    leaf_paths,
     parse_overrides,
-    replace,
     to_dict,
     validate,
     warnings_for,
 )
+from dreamrl.config_tree import coerce, leaf_paths, replace
 
 AGENT_UNITS = {
     "agent.enc.simple.units",
@@ -60,7 +58,7 @@ def test_presets_compose_left_to_right():
 
 def test_regex_preset_keys_set_every_matching_field():
     cfg = build_config(["size1m"])
-    units = {p for p in leaf_paths() if re.fullmatch(r"agent\..*\.units", p)}
+    units = {p for p in leaf_paths(Config) if re.fullmatch(r"agent\..*\.units", p)}
     assert units == AGENT_UNITS
     for path in AGENT_UNITS:
         section, *rest = path.split(".")[1:]
