@@ -82,8 +82,10 @@ def train(
     maker: EnvMaker = make_env,
     out: TextIO = sys.stdout,
     progress: bool = True,
+    stop: Callable[[LoopState], bool] | None = None,
 ) -> LoopState:
-    """Train (or resume training) ``config`` in ``run_dir`` until ``run.steps``."""
+    """Train (or resume training) ``config`` in ``run_dir`` until ``run.steps``, or until
+    ``stop(state)`` says so after an evaluation (a benchmark's early exit)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=1))
@@ -94,76 +96,122 @@ def train(
     ]
     pool = EnvPool(factories, run.env_workers)
     try:
-        return _loop(config, run_dir, pool, maker, out, progress)
+        return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
     finally:
         pool.close()
 
 
-def _loop(
-    config: Config, run_dir: Path, pool: EnvPool, maker: EnvMaker, out: TextIO, progress: bool
-) -> LoopState:
-    run = config.run
-    agent = Agent(
-        config,
-        pool.obs_space,
-        pool.act_space,
-        obs_converter=pool.obs_converter,
-        act_converter=pool.act_converter,
-    )
-    replay = Replay(
-        replay_spaces(pool.obs_space, pool.act_space),
-        config.replay.size,
-        run.envs,
-        config.batch_length,
-        config.replay.online,
-        config.replay.chunksize,
-        run_dir / "replay",
-        config.seed,
-    )
-    state = LoopState()
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
+class Trainer:
+    """One training session over a run dir: owns the agent, replay, logger and clocks.
+
+    Each method is one concern of the loop; :meth:`run` strings them together.
+    """
+
+    def __init__(
+        self, config: Config, run_dir: Path, pool: EnvPool, maker: EnvMaker, out: TextIO, progress: bool
+    ):
+        self.config, self.run_dir, self.pool, self.maker, self.out = config, run_dir, pool, maker, out
+        run = config.run
+        self.agent = Agent(
+            config,
+            pool.obs_space,
+            pool.act_space,
+            obs_converter=pool.obs_converter,
+            act_converter=pool.act_converter,
+        )
+        self.replay = Replay(
+            replay_spaces(pool.obs_space, pool.act_space),
+            config.replay.size,
+            run.envs,
+            config.batch_length,
+            config.replay.online,
+            config.replay.chunksize,
+            run_dir / "replay",
+            config.seed,
+        )
+        self.state = LoopState()
+        self._resume()
+        _describe(config, self.agent, pool, self.replay, out)
+        self.logger = MetricsLogger(run_dir)
+        self.train_mean, self.episode_mean = Mean(), Mean()
+        self.returns = np.zeros(run.envs)
+        self.lengths = np.zeros(run.envs, np.int64)
+        self.bar = Progress(run.steps, self.state.env_steps, enabled=progress, out=out)
+        self.session_start = time.time()
+        self.elapsed_before = self.state.elapsed
+        self.last_log = self.last_save = time.time()
+        self.log_mark = (self.state.env_steps, self.state.updates)
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return
         from safetensors.torch import load_file
 
-        agent.load_state_tensors(load_file(str(ckpt / "agent.safetensors")))
-        meta = json.loads((ckpt / "agent.json").read_text())
-        agent.updates = int(meta["updates"])
-        state = LoopState(**load_loop_state(ckpt))
-        loaded = replay.load()
-        replay.restore(state.replay)
+        self.agent.load_state_tensors(load_file(str(ckpt / "agent.safetensors")))
+        self.agent.updates = int(json.loads((ckpt / "agent.json").read_text())["updates"])
+        self.state = LoopState(**load_loop_state(ckpt))
+        loaded = self.replay.load()
+        self.replay.restore(self.state.replay)
         print(
-            f"Resuming from {ckpt.name}: {state.env_steps:,} env steps, "
-            f"{state.updates:,} updates, {loaded:,} replay steps loaded.",
-            file=out,
+            f"Resuming from {ckpt.name}: {self.state.env_steps:,} env steps, "
+            f"{self.state.updates:,} updates, {loaded:,} replay steps loaded.",
+            file=self.out,
         )
-    _describe(config, agent, pool, replay, out)
-    logger = MetricsLogger(run_dir)
-    train_mean, episode_mean = Mean(), Mean()
-    returns = np.zeros(run.envs)
-    lengths = np.zeros(run.envs, np.int64)
-    bar = Progress(run.steps, state.env_steps, enabled=progress, out=out)
-    policy_state = None
-    actions = np.zeros((run.envs, *pool.act_space.shape), pool.act_space.dtype)
-    session_start = time.time()
-    elapsed_before = state.elapsed
-    last_log = last_save = time.time()
-    log_env_steps, log_updates = state.env_steps, state.updates
 
-    def save() -> None:
-        state.elapsed = elapsed_before + time.time() - session_start
-        replay.flush(force=True)
-        state.replay = replay.state()
-        save_checkpoint(run_dir, state.env_steps, agent, asdict(state), run.keep_checkpoints)
+    def elapsed(self) -> float:
+        """Wall seconds of training over every session of this run."""
+        return self.elapsed_before + time.time() - self.session_start
 
-    def run_eval() -> None:
+    def collect(self, obs: dict[str, np.ndarray], policy_state: Any) -> tuple[np.ndarray, Any]:
+        """Act on one step of every env, store it, and keep episode statistics."""
+        state = self.state
+        actions, policy_state = self.agent.policy(obs, policy_state, deterministic=False)
+        step = {k: obs[k] for k in (*self.pool.obs_space, *STEP_KEYS)}
+        self.replay.add({**step, "action": actions})
+        state.env_steps += self.config.run.envs
+        self.returns += obs["reward"]
+        self.lengths += 1
+        for i in np.flatnonzero(obs["is_last"]):
+            state.episodes += 1
+            state.last_return = float(self.returns[i])
+            self.episode_mean.add({"episode/score": self.returns[i], "episode/length": self.lengths[i]})
+        self.returns[obs["is_first"] | obs["is_last"]] = 0.0
+        self.lengths[obs["is_last"]] = 0
+        return actions, policy_state
+
+    def train(self) -> None:
+        """Run the updates the train ratio owes by now."""
+        state, batch_size = self.state, self.config.batch_size
+        if state.train_start < 0 and self.replay.ready(batch_size):
+            state.train_start = state.env_steps
+        for _ in range(updates_due(state, self.config)):
+            self.train_mean.add(self.agent.train_step(self.replay.sample(batch_size)))
+            state.updates += 1
+
+    def log(self, now: float) -> None:
+        steps, updates = self.log_mark
+        dt = max(now - self.last_log, 1e-9)
+        metrics = {**self.train_mean.result(), **self.episode_mean.result()}
+        metrics["fps/env"] = (self.state.env_steps - steps) / dt
+        metrics["fps/train"] = (self.state.updates - updates) / dt
+        metrics["replay/steps"] = float(len(self.replay))
+        metrics["time/elapsed"] = self.elapsed()
+        self.logger.write(self.state.env_steps, metrics)
+        self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
+
+    def evaluate(self) -> None:
+        """The deterministic policy on the next fresh evaluation seeds."""
+        run, state = self.config.run, self.state
         if not run.eval_eps:
             return
-        seeds = eval_seeds(config.seed, state.eval_episodes, run.eval_eps)
-        result = evaluate(agent, functools.partial(maker, config, None), seeds, run.eval_envs)
+        seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
+        maker = functools.partial(self.maker, self.config, None)
+        result = evaluate(self.agent, maker, seeds, run.eval_envs)
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
         state.last_eval_return = result.mean
-        logger.write(
+        self.logger.write(
             state.env_steps,
             {
                 "eval/return": result.mean,
@@ -171,75 +219,72 @@ def _loop(
                 "eval/length": float(np.mean(result.lengths)),
                 "eval/returns": result.returns,
                 "eval/episodes": len(result.returns),
-                "time/elapsed": _elapsed(),
+                "time/elapsed": self.elapsed(),
             },
         )
-        bar.note(
+        self.bar.note(
             f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
             f"over {len(result.returns)} episodes"
         )
 
-    def _elapsed() -> float:
-        return elapsed_before + time.time() - session_start
+    def save(self) -> None:
+        self.state.elapsed = self.elapsed()
+        self.replay.flush(force=True)
+        self.state.replay = self.replay.state()
+        save_checkpoint(
+            self.run_dir,
+            self.state.env_steps,
+            self.agent,
+            asdict(self.state),
+            self.config.run.keep_checkpoints,
+        )
+        self.last_save = time.time()
 
-    try:
-        obs = pool.step(actions)
-        while state.env_steps < run.steps:
-            actions, policy_state = agent.policy(obs, policy_state, deterministic=False)
-            replay.add(
-                {**{k: obs[k] for k in pool.obs_space}, "action": actions, **{k: obs[k] for k in STEP_KEYS}}
-            )
-            state.env_steps += run.envs
-            returns += obs["reward"]
-            lengths += 1
-            for i in np.flatnonzero(obs["is_last"]):
-                state.episodes += 1
-                state.last_return = float(returns[i])
-                episode_mean.add({"episode/score": returns[i], "episode/length": lengths[i]})
-            returns[obs["is_first"] | obs["is_last"]] = 0.0
-            lengths[obs["is_last"]] = 0
-            if state.train_start < 0 and replay.ready(config.batch_size):
-                state.train_start = state.env_steps
-            for _ in range(updates_due(state, config)):
-                train_mean.add(agent.train_step(replay.sample(config.batch_size)))
-                state.updates += 1
-            bar.update(state.env_steps, state.last_return, state.last_eval_return)
-            now = time.time()
-            if now - last_log >= run.log_every:
-                metrics = {**train_mean.result(), **episode_mean.result()}
-                metrics["fps/env"] = (state.env_steps - log_env_steps) / (now - last_log)
-                metrics["fps/train"] = (state.updates - log_updates) / (now - last_log)
-                metrics["replay/steps"] = float(len(replay))
-                metrics["time/elapsed"] = _elapsed()
-                logger.write(state.env_steps, metrics)
-                last_log, log_env_steps, log_updates = now, state.env_steps, state.updates
-            if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
-                run_eval()
-            if now - last_save >= run.save_every:
-                save()
-                last_save = time.time()
-            obs = pool.step(actions)
-        if state.last_eval != state.env_steps or not run.eval_every:
-            run_eval()
-        metrics = {**train_mean.result(), **episode_mean.result(), "time/elapsed": _elapsed()}
-        logger.write(state.env_steps, metrics)
-        save()
-    except KeyboardInterrupt:
-        bar.note("interrupted: saving a checkpoint before exiting")
-        save()
-        raise
-    finally:
-        bar.close()
-        logger.close()
-    print(
-        f"Done: {state.env_steps:,} env steps, {state.updates:,} updates in "
-        f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
-        file=out,
-    )
-    print(f"Logs: {run_dir / 'metrics.jsonl'} (TensorBoard: {run_dir / 'tb'})", file=out)
-    ckpt = latest_checkpoint(run_dir)
-    print(f"Checkpoint: {ckpt}", file=out)
-    return state
+    def run(self, stop: Callable[[LoopState], bool] | None = None) -> LoopState:
+        """Collect, train, log, evaluate and save until ``run.steps`` (or ``stop``)."""
+        run, state = self.config.run, self.state
+        actions = np.zeros((run.envs, *self.pool.act_space.shape), self.pool.act_space.dtype)
+        policy_state = None
+        try:
+            obs = self.pool.step(actions)
+            while state.env_steps < run.steps:
+                actions, policy_state = self.collect(obs, policy_state)
+                self.train()
+                self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
+                now = time.time()
+                if now - self.last_log >= run.log_every:
+                    self.log(now)
+                if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
+                    self.evaluate()
+                    if stop is not None and stop(state):
+                        self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
+                        break
+                if now - self.last_save >= run.save_every:
+                    self.save()
+                obs = self.pool.step(actions)
+            if state.last_eval != state.env_steps or not run.eval_every:
+                self.evaluate()
+            self.log(time.time())
+            self.save()
+        except KeyboardInterrupt:
+            self.bar.note("interrupted: saving a checkpoint before exiting")
+            self.save()
+            raise
+        finally:
+            self.bar.close()
+            self.logger.close()
+        self._summary()
+        return state
+
+    def _summary(self) -> None:
+        state, out = self.state, self.out
+        print(
+            f"Done: {state.env_steps:,} env steps, {state.updates:,} updates in "
+            f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
+            file=out,
+        )
+        print(f"Logs: {self.run_dir / 'metrics.jsonl'} (TensorBoard: {self.run_dir / 'tb'})", file=out)
+        print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
 
 def _describe(config: Config, agent: Agent, pool: EnvPool, replay: Replay, out: TextIO) -> None:
