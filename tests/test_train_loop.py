@@ -1,0 +1,95 @@
+"""The training loop with a dummy env handed in as a factory: train ratio accounting,
+the stop hook, episode bookkeeping, and what a run dir holds afterwards."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from dreamrl.config import Config, build_config
+from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.run.logging import read_metrics
+from dreamrl.run.train import LoopState, train, updates_due
+
+
+class CountingEnv(gymnasium.Env):
+    """Observation is the step count; reward 1 per step; episodes of exactly 10 steps."""
+
+    def __init__(self):
+        self.observation_space = spaces.Box(0, 100, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0, 1], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t, 1], np.float32), 1.0, self.t >= 10, False, {}
+
+
+def make_counting(config: Config, seed: int | None) -> GymEnv:
+    return GymEnv(CountingEnv(), config.env.size, seed=seed)
+
+
+def config(**overrides) -> Config:
+    base = {"task": "counting", "run.log_every": 0, "run.eval_eps": 2, "device": "cpu"}
+    return build_config(["debug"], {**base, **overrides})
+
+
+def test_updates_due_follows_the_train_ratio():
+    cfg = config(**{"run.train_ratio": 64})  # batch 8 x 16 = 128 steps: one update per 2 env steps
+    state = LoopState(env_steps=500)
+    assert updates_due(state, cfg) == 0  # training has not started
+    state.train_start = 500
+    assert updates_due(state, cfg) == 1  # the first call trains once
+    state.updates, state.env_steps = 1, 520
+    assert updates_due(state, cfg) == 10
+
+
+def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
+    cfg = config(**{"run.steps": 300, "run.envs": 2, "run.eval_every": 0, "run.train_ratio": 64})
+    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
+    assert state.env_steps == 300
+    # Each env stores 11 steps per episode (the reset observation, then 10 steps).
+    assert state.episodes == 2 * (150 // 11)
+    per_step = 64 / (8 * 16)
+    assert state.updates == 1 + math.floor((300 - state.train_start) * per_step)
+    records = read_metrics(tmp_path)
+    scores = [r["episode/score"] for r in records if "episode/score" in r]
+    assert scores and all(s == 10.0 for s in scores)  # reward 1 on each of 10 steps, none on reset
+    assert records[-1]["step"] == 300
+
+
+def test_stop_hook_ends_training_after_an_evaluation(tmp_path):
+    cfg = config(**{"run.steps": 1000, "run.envs": 1, "run.eval_every": 100})
+    seen: list[int] = []
+
+    def stop(state: LoopState) -> bool:
+        seen.append(state.env_steps)
+        return state.env_steps >= 200
+
+    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False, stop=stop)
+    assert seen == [100, 200]
+    assert state.env_steps == 200
+    evals = [r for r in read_metrics(tmp_path) if "eval/return" in r]
+    assert [r["step"] for r in evals] == [100, 200]
+    assert all(r["eval/return"] == 10.0 for r in evals)  # every episode pays 10, whatever the policy
+
+
+def test_progress_lines_without_a_terminal(tmp_path):
+    from dreamrl.run.progress import Progress
+
+    out = io.StringIO()
+    bar = Progress(1000, 0, enabled=True, out=out, line_every=0.0)
+    bar.update(500, 12.5, float("nan"))
+    bar.note("eval at 500: return 10.0")
+    text = out.getvalue()
+    assert "500/1,000 env steps" in text and "return 12.5" in text and "eval -" in text
+    assert "eval at 500" in text
