@@ -62,7 +62,13 @@ CHECKS: dict[str, Check] = {
         "CartPole-v1",
         50_000,
         400.0,
-        overrides={**COMMON, "env.pixels": True, "run.train_ratio": 256, "run.eval_every": 5_000},
+        overrides={
+            **COMMON,
+            "env.pixels": True,
+            "batch_length": 32,
+            "run.train_ratio": 256,
+            "run.eval_every": 2_500,
+        },
     ),
 }
 
