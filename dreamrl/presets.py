@@ -80,7 +80,7 @@ OWN: dict[str, Preset] = {
         "run.steps": 1_500,
         "run.envs": 2,
         "run.env_workers": "inline",
-        "run.train_ratio": 64,
+        "run.train_ratio": 32,
         "run.eval_every": 1_000,
         "run.eval_eps": 2,
         "run.eval_envs": 2,
