@@ -6,18 +6,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench-learning clean
+.PHONY: setup debs test demo bench-learning clean
 
 setup: $(STAMP)
+
+# Debian's headless OpenGL for MuJoCo (DeepMind Control renders through OSMesa or EGL).
+DEBS := libosmesa6 libegl1 libgl1
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+debs:
+	@if command -v apt-get >/dev/null; then \
+	  dpkg -s $(DEBS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q $(DEBS) >/dev/null \
+	  || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(DEBS) >/dev/null); \
+	else echo "warning: not a Debian system; install OSMesa or EGL for DeepMind Control rendering"; fi
 
 # torch is installed first and pinned: on the project's machines `pip install
 # torch==2.13.0` takes a CPU wheel from local disk, where an unpinned resolve would
 # pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | debs
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,suites]'
 	touch $(STAMP)
 
 test: setup

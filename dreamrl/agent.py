@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from dreamrl import __version__
 from dreamrl.behavior import ActorCritic, Imagined, imag_loss, repl_loss
 from dreamrl.config import Config, from_dict, to_dict
-from dreamrl.envs.gym_adapter import ActionConverter, ObsConverter
+from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
 from dreamrl.optim import LaProp
 from dreamrl.rssm import Latent

@@ -2,6 +2,7 @@
 
     dreamrl train --env ID --logdir DIR [--steps N] [--preset NAME ...] [--seed S] [key=value ...]
     dreamrl eval --logdir DIR [--episodes N] [--seed S] [--json]
+    dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
 
 Configuration errors (unknown key, wrong type, value out of range, unknown env id)
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
+from dreamrl.envs.pool import EnvError
 from dreamrl.presets import PRESETS, SIZE_NAMES
 
 # Settings that may change when a run is resumed: they shape how long and how
@@ -72,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--envs", type=int, default=4, help="envs stepped together")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    check = sub.add_parser("check-env", help="build an env as training would and check it")
+    check.add_argument("env_id", metavar="ID", help="gymnasium id or suite id")
+    check.add_argument("--steps", type=int, default=500, help="random-action steps to run")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--preset", nargs="+", action="extend", default=[], metavar="NAME")
+    check.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    check.add_argument("overrides", nargs="*", metavar="key=value")
 
     show = sub.add_parser("config", help="print the resolved config and each field's meaning")
     show.add_argument("--docs", action="store_true", help="include each field's description")
@@ -204,6 +214,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_env(args: argparse.Namespace) -> int:
+    from dreamrl.envs import make_env
+    from dreamrl.envs.check import check_env
+
+    _split_presets(args)
+    overrides = {**cfglib.parse_overrides(args.overrides), "task": args.env_id}
+    config = cfglib.build_config(args.preset, overrides)
+    env = make_env(config, args.seed)
+    try:
+        report = check_env(config, env, args.steps, args.seed)
+    finally:
+        env.close()
+    print(report.text())
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    return 0 if report.ok else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print(config_reference(), end="")
@@ -253,12 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dreamrl.run.allocator import tune_allocator
 
     tune_allocator()
-    handlers = {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env, "config": cmd_config}
     try:
         return handlers[args.command](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except EnvError as e:
+        print(f"error: the run stopped because an environment kept failing: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

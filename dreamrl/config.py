@@ -56,6 +56,8 @@ def _sub(cls: type, doc: str) -> Any:
     return field(default_factory=cls, metadata={"doc": doc})
 
 
+DISTRACTORS = ("none", "color", "noise")
+
 # --------------------------------------------------------------------------- agent
 
 
@@ -244,6 +246,20 @@ class RunConfig:
     train_ratio: float = _doc(32.0, "Replayed steps per env step (batch_size*batch_length per update).")
     envs: int = _doc(4, "Training environments, stepped together.")
     env_workers: str = _doc("process", "Where training envs step: 'process' (one worker each) or 'inline'.")
+    env_timeout: float = _doc(
+        60.0,
+        "Seconds a worker may take for one reset or step before it counts as hung and is "
+        "restarted (0: wait forever; hangs are only detected with env_workers='process').",
+    )
+    env_restarts: int = _doc(
+        5,
+        "Failures (raised, died or hung) of one env allowed within env_restart_window; each "
+        "restarts the env and truncates its episode, one more stops the run.",
+    )
+    env_restart_window: float = _doc(
+        600.0,
+        "Seconds over which env_restarts failures are counted (0: every failure since the envs started).",
+    )
     eval_eps: int = _doc(10, "Episodes per periodic evaluation (deterministic policy, fresh seeds).")
     eval_envs: int = _doc(4, "Environments stepped together during evaluation.")
     eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
@@ -258,6 +274,12 @@ class DMCConfig:
     image: bool = _doc(True, "Give the model 64x64 camera images.")
     proprio: bool = _doc(True, "Give the model proprioceptive vectors.")
     camera: int = _doc(-1, "Camera id (-1: the suite's default for the domain).")
+    distractor: str = _doc(
+        "none",
+        "Visual distractor in training envs: 'none', 'color' (a random background "
+        "colour per episode) or 'noise' (moving noise behind the scene).",
+    )
+    eval_distractor: str = _doc("none", "Visual distractor in evaluation envs (same choices).")
 
 
 @dataclass(frozen=True)
@@ -267,6 +289,7 @@ class AtariConfig:
     sticky: bool = _doc(True, "Sticky actions (repeat previous action with p=0.25).")
     gray: bool = _doc(True, "Grayscale frames.")
     noops: int = _doc(30, "Max random no-ops at reset.")
+    actions: str = _doc("all", "Action set: 'all' (the full 18) or 'needed' (the game's minimal set).")
 
 
 @dataclass(frozen=True)
@@ -366,6 +389,14 @@ def validate(config: Config) -> Config:
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
     _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
+    _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)
+    _check(config.run.env_restarts >= 0, "run.env_restarts", "0 or more", config.run.env_restarts)
+    _check(
+        config.run.env_restart_window >= 0,
+        "run.env_restart_window",
+        "0 or more",
+        config.run.env_restart_window,
+    )
     _check(
         config.run.env_workers in ("process", "inline"),
         "run.env_workers",
@@ -373,6 +404,8 @@ def validate(config: Config) -> Config:
         config.run.env_workers,
     )
     _check(config.env.repeat >= 1, "env.repeat", "1 or more", config.env.repeat)
+    for path in ("env.dmc.distractor", "env.dmc.eval_distractor"):
+        _check(get(config, path) in DISTRACTORS, path, ", ".join(map(repr, DISTRACTORS)), get(config, path))
     _check(len(config.env.size) == 2, "env.size", "two integers (H, W)", config.env.size)
     for path in ("env.size",):
         h, w = get(config, path)

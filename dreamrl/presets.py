@@ -51,6 +51,7 @@ DOMAINS: dict[str, Preset] = {
         "env.atari.size": (64, 64),
         "env.atari.sticky": False,
         "env.atari.gray": False,
+        "env.atari.actions": "needed",
         "run.steps": 110_000,
         "run.envs": 1,
         "run.train_ratio": 256,

@@ -93,3 +93,42 @@ def test_progress_lines_without_a_terminal(tmp_path):
     text = out.getvalue()
     assert "500/1,000 env steps" in text and "return 12.5" in text and "eval -" in text
     assert "eval at 500" in text
+
+
+class EndingEnv(gymnasium.Env):
+    """Episodes end after 6 steps: a terminal state on odd episodes, a time limit on even."""
+
+    def __init__(self):
+        self.observation_space = spaces.Box(0, 100, (2,), np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.t = 0
+        self.episode = -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.array([0, self.episode], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        odd = self.episode % 2 == 1
+        done = self.t >= 6
+        return np.array([self.t, self.episode], np.float32), 1.0, done and odd, done and not odd, {}
+
+
+def make_ending(config: Config, seed: int | None) -> GymEnv:
+    return GymEnv(EndingEnv(), config.env.size, seed=seed)
+
+
+def test_truncation_and_termination_reach_replay_apart(tmp_path):
+    """A time-limit end is stored as is_last only; a terminal end as is_last and is_terminal."""
+    cfg = config(**{"run.steps": 140, "run.envs": 1, "run.eval_every": 0, "run.eval_eps": 0})
+    train(cfg, tmp_path, maker=make_ending, out=io.StringIO(), progress=False)
+    chunks = sorted((tmp_path / "replay").glob("*.npz"))
+    data = {k: np.concatenate([np.load(c)[k] for c in chunks]) for k in ("vector", "is_last", "is_terminal")}
+    ends = np.flatnonzero(data["is_last"])
+    assert len(ends) >= 10
+    for i in ends:
+        odd_episode = int(data["vector"][i, 1]) % 2 == 1
+        assert data["is_terminal"][i] == odd_episode, (i, data["vector"][i])
+    assert not data["is_terminal"][~data["is_last"]].any()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
 
 from dreamrl.config import Config, ConfigError
-from dreamrl.envs.gym_adapter import ActionConverter, GymEnv, ObsConverter
+from dreamrl.envs.base import Env
+from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.envs.spaces import STEP_KEYS, Space
 
-SUITES = ("dmc", "atari", "atari100k", "crafter")
+SUITES = ("dmc", "atari", "crafter")
 
 __all__ = [
     "STEP_KEYS",
     "ActionConverter",
+    "Env",
     "GymEnv",
     "ObsConverter",
     "Space",
@@ -35,19 +39,27 @@ def env_seed(seed: int, stream: int, index: int) -> int:
     return int(seq.generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def make_env(config: Config, seed: int | None) -> GymEnv:
-    """Build the env named by ``config.task`` as training uses it."""
+def make_env(config: Config, seed: int | None, mode: str = "train") -> Env:
+    """Build the env named by ``config.task`` as training (``mode='train'``) or
+    evaluation (``'eval'``) uses it.
+
+    ``dmc:<domain>_<task>``, ``atari:<game>`` and ``crafter`` name the suites; anything
+    else is a gymnasium id (``module:Env-v0`` imports the module first).
+    """
     task = config.task
     if not task:
         raise ConfigError("task: no environment given (use --env ID)")
-    suite = task.split(":", 1)[0] if ":" in task else task
+    suite, _, name = task.partition(":") if ":" in task else (task, "", "")
     if suite in SUITES:
-        raise ConfigError(
-            f"--env {task}: the '{suite}' suite is not available in this version of dreamrl; "
-            "any gymnasium id works"
-        )
+        module = importlib.import_module(f"dreamrl.envs.{suite}")
+        return module.make(name, config, seed, mode)  # type: ignore[no-any-return]
+    return _make_gym(config, seed)
+
+
+def _make_gym(config: Config, seed: int | None) -> Env:
     import gymnasium
 
+    task = config.task
     kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if config.env.pixels else {}
     try:
         env = gymnasium.make(task, **kwargs)

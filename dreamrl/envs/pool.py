@@ -3,31 +3,79 @@
 The pool resets each env when needed: an env whose last step ended its episode
 (``is_last``) is reset on the next call instead of stepped, so every call returns one
 step dict per env, stacked ``{key: [N, ...]}``.
+
+Envs crash and hang (simulators segfault, lose their display, deadlock), and a long
+run should not die of one bad episode. So an env that raises, whose worker process
+dies, or (process mode only) that takes longer than ``timeout`` seconds to answer one
+reset or step, is rebuilt from its factory in a fresh worker. Its episode is cut
+short: the call returns its last good observation with reward 0, ``is_last`` and not
+``is_terminal`` (a truncation, so value targets still bootstrap from it), and the next
+call resets the new env as after any ``is_last``. A failure during a reset has no
+observation to end on, so the reset is retried on the new env within the same call.
+
+Restarts are budgeted: more than ``restarts`` failures of one env within ``window``
+seconds raise :class:`EnvError` naming the env, the count and the original error, so
+an env that is simply broken stops the run instead of restarting forever. After an
+``EnvError`` the pool should only be closed.
+
+A restarted env is built by the same factory, so it gets the same seed as the env it
+replaces: with :class:`~dreamrl.envs.gym_adapter.GymEnv` (seeded on its first reset
+only) the first episode after a restart replays the env's first episode, and later
+resets continue its random stream. That costs a little episode diversity once per
+restart and keeps factories simple (no reseeding protocol); the restart budget bounds
+how often it can happen.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing as mp
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from multiprocessing import connection
 from typing import Any
 
 import numpy as np
 
-from dreamrl.envs.gym_adapter import ActionConverter, GymEnv, ObsConverter, Step
+from dreamrl.envs.base import Env, Step, pack
+from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.spaces import Space
 
-EnvFactory = Callable[[], GymEnv]
+EnvFactory = Callable[[], Env]
+
+# Starting a worker spawns a Python interpreter, imports the env's modules and builds
+# the env: that can take far longer than a step, so it gets at least this many seconds.
+STARTUP_TIMEOUT = 60.0
 
 
 class EnvError(RuntimeError):
-    """An environment raised; the message names its index and the original error."""
+    """An environment failed beyond what restarting it can fix; the message names its
+    index and the original error."""
+
+
+class _WorkerError(Exception):
+    """One failure of one env (it raised, its worker died or hung): the message is the
+    original error's text, ``cause`` the exception where it was raised in this process."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 def stack(steps: Sequence[Step]) -> dict[str, np.ndarray]:
     """List of step dicts -> dict of arrays with a leading env axis."""
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _describe(e: BaseException) -> str:
+    """The error's first line as ``Type: message``, then its traceback, for the log."""
+    return f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
 
 
 def _worker(factory: EnvFactory, conn: Any) -> None:
@@ -46,91 +94,294 @@ def _worker(factory: EnvFactory, conn: Any) -> None:
     except (KeyboardInterrupt, EOFError):
         pass
     except BaseException as e:
-        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        with contextlib.suppress(OSError):
+            conn.send(("error", _describe(e)))
     finally:
         if env is not None:
-            env.close()
+            with contextlib.suppress(Exception):
+                env.close()
         conn.close()
 
 
 class _ProcessEnv:
-    """A GymEnv living in its own process, spoken to over a pipe."""
+    """An env living in its own process, spoken to over a pipe.
+
+    :meth:`receive` waits on the pipe *and* the process sentinel, so a worker that dies
+    is noticed at once even when a child process of the env (a simulator it launched)
+    inherited the pipe and keeps it open.
+    """
+
+    obs_converter: ObsConverter
+    act_converter: ActionConverter
 
     def __init__(self, factory: EnvFactory, index: int):
         ctx = mp.get_context("spawn")
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(factory, child), daemon=True)
+        self.proc = ctx.Process(
+            target=_worker, args=(factory, child), daemon=True, name=f"dreamrl-env-{index}"
+        )
         self.proc.start()
         child.close()
-        self.obs_converter, self.act_converter = self._receive()
 
-    def _receive(self) -> Any:
-        try:
-            status, payload = self.conn.recv()
-        except EOFError:
-            raise EnvError(f"env {self.index}: worker process died") from None
-        if status == "error":
-            raise EnvError(f"env {self.index} raised: {payload}")
-        return payload
+    def handshake(self, timeout: float) -> None:
+        """Wait for the worker to build its env and report the converters."""
+        limit = max(timeout, STARTUP_TIMEOUT) if timeout > 0 else 0.0
+        deadline = time.monotonic() + limit if limit > 0 else None
+        self.obs_converter, self.act_converter = self.receive(deadline, limit)
 
     def send(self, cmd: str, arg: Any = None) -> None:
-        self.conn.send((cmd, arg))
+        try:
+            self.conn.send((cmd, arg))
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            raise _WorkerError(self._death()) from None
+
+    def receive(self, deadline: float | None, limit: float) -> Any:
+        """The worker's answer, or :class:`_WorkerError` if it raised, died, or gave
+        none by ``deadline`` (``time.monotonic()`` seconds; ``None`` waits forever)."""
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not connection.wait([self.conn, self.proc.sentinel], remaining):
+            raise _WorkerError(f"timed out after {limit:g} s")
+        if not self.conn.poll(0):
+            raise _WorkerError(self._death())
+        try:
+            status, payload = self.conn.recv()
+        except (EOFError, OSError):
+            raise _WorkerError(self._death()) from None
+        if status == "error":
+            raise _WorkerError(payload)
+        return payload
+
+    def _death(self) -> str:
+        self.proc.join(timeout=1.0)
+        if self.proc.exitcode is None:
+            return "worker process closed its pipe but is still running"
+        return f"worker process died with exit code {self.proc.exitcode}"
+
+    def kill(self) -> None:
+        """End the worker now, whatever it is doing (a hung env ignores requests)."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=1.0)
+            if self.proc.is_alive():
+                self.proc.kill()
+        self.proc.join(timeout=1.0)
+        self.conn.close()
 
     def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError, OSError):
+        with contextlib.suppress(OSError):
             self.conn.send(("close", None))
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
+            self.proc.join(timeout=1.0)
+        self.conn.close()
+
+
+class _InlineEnv:
+    """An env in this process behind the same interface as a worker.
+
+    ``handshake`` builds the env (unless it was handed one), ``send`` runs the call at
+    once and ``receive`` hands over its result or its exception. A call that never
+    returns blocks the whole pool: hangs cannot be detected inline, only in process mode.
+    """
+
+    obs_converter: ObsConverter
+    act_converter: ActionConverter
+
+    def __init__(self, factory: EnvFactory, env: Env | None = None):
+        self.factory = factory
+        self.env = env
+        self._closed = False
+        self._result: Step | _WorkerError | None = None
+        if env is not None:
+            self.obs_converter, self.act_converter = env.obs_converter, env.act_converter
+
+    def handshake(self, timeout: float) -> None:
+        if self.env is None:
+            try:
+                self.env = self.factory()
+            except Exception as e:
+                raise _WorkerError(_describe(e), e) from e
+            self.obs_converter, self.act_converter = self.env.obs_converter, self.env.act_converter
+
+    def send(self, cmd: str, arg: Any = None) -> None:
+        assert self.env is not None, "handshake first"
+        try:
+            self._result = self.env.reset() if cmd == "reset" else self.env.step(arg)
+        except Exception as e:
+            self._result = _WorkerError(_describe(e), e)
+
+    def receive(self, deadline: float | None, limit: float) -> Any:
+        result, self._result = self._result, None
+        if isinstance(result, _WorkerError):
+            raise result
+        return result
+
+    def kill(self) -> None:
+        if not self._closed and self.env is not None:
+            with contextlib.suppress(Exception):  # a broken env may fail to close too
+                self.env.close()
+        self._closed = True
+
+    def close(self) -> None:
+        if not self._closed and self.env is not None:
+            self.env.close()
+        self._closed = True
+
+
+_Slot = _ProcessEnv | _InlineEnv
 
 
 class EnvPool:
     """``N`` envs stepped together. ``workers='process'`` runs each in its own process
-    (envs step in parallel); ``'inline'`` steps them one after another here."""
+    (envs step in parallel); ``'inline'`` steps them one after another here, as does a
+    pool of one env.
 
-    def __init__(self, factories: Sequence[EnvFactory], workers: str = "inline"):
+    ``timeout`` (seconds, process mode; 0 disables) is how long one reset or step may
+    take before its worker counts as hung; the argument ``restarts`` is how many failures
+    of one env within ``window`` seconds (0: since the pool started) are restarted before
+    :class:`EnvError` stops the run. Afterwards the attribute ``restarts`` counts the
+    restarts so far (the budget is ``max_restarts``), and ``last_errors`` collects one log
+    line per restart, for the caller to print and clear.
+    """
+
+    def __init__(
+        self,
+        factories: Sequence[EnvFactory],
+        workers: str = "inline",
+        timeout: float = 60.0,
+        restarts: int = 5,
+        window: float = 600.0,
+    ):
         if workers not in ("inline", "process"):
             raise ValueError(f"workers must be 'inline' or 'process', not {workers!r}")
+        self.factories = list(factories)
+        self.timeout = float(timeout)
+        self.max_restarts = int(restarts)
+        self.window = float(window)
         self.parallel = workers == "process" and len(factories) > 1
-        if self.parallel:
-            self._procs = [_ProcessEnv(f, i) for i, f in enumerate(factories)]
-            first: Any = self._procs[0]
-        else:
-            self._envs = [f() for f in factories]
-            first = self._envs[0]
+        self.size = len(factories)
+        self._slots: list[_Slot] = []
+        try:
+            if self.parallel:
+                procs = [_ProcessEnv(f, i) for i, f in enumerate(self.factories)]
+                self._slots.extend(procs)
+                for i, proc in enumerate(procs):
+                    try:
+                        proc.handshake(self.timeout)
+                    except _WorkerError as e:  # a bad config fails fast: no restarts at startup
+                        raise EnvError(f"env {i} could not start: {e}") from None
+            else:
+                for f in self.factories:  # a factory's error reaches the caller as it is
+                    self._slots.append(_InlineEnv(f, f()))
+        except BaseException:
+            self._kill_all()
+            raise
+        first = self._slots[0]
         self.obs_converter: ObsConverter = first.obs_converter
         self.act_converter: ActionConverter = first.act_converter
         self.obs_space: dict[str, Space] = self.obs_converter.spaces
         self.act_space: Space = self.act_converter.space
-        self.size = len(factories)
+        self.restarts = 0
+        self.last_errors: list[str] = []
+        self._failures: list[collections.deque[float]] = [collections.deque() for _ in self.factories]
+        self._last_obs: list[dict[str, np.ndarray] | None] = [None] * self.size
         self._needs_reset = np.ones(self.size, bool)
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        """Step every env with its action (ignored for envs being reset)."""
+        """Step every env with its action (ignored for envs being reset).
+
+        All requests go out before any answer is awaited, so process workers step in
+        parallel and one deadline covers them all; failed envs are restarted afterwards.
+        """
         reset = self._needs_reset.copy()
-        if self.parallel:
-            for i, proc in enumerate(self._procs):
-                proc.send("reset" if reset[i] else "step", None if reset[i] else actions[i])
-            steps = [proc._receive() for proc in self._procs]
-        else:
-            steps = []
-            for i, env in enumerate(self._envs):
+        failures: dict[int, _WorkerError] = {}
+        for i, slot in enumerate(self._slots):
+            try:
+                slot.send("reset" if reset[i] else "step", None if reset[i] else actions[i])
+            except _WorkerError as e:
+                failures[i] = e
+        deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
+        answers: dict[int, Step] = {}
+        for i, slot in enumerate(self._slots):
+            if i not in failures:
                 try:
-                    steps.append(env.reset() if reset[i] else env.step(actions[i]))
-                except Exception as e:
-                    raise EnvError(f"env {i} raised {type(e).__name__}: {e}") from e
+                    answers[i] = slot.receive(deadline, self.timeout)
+                except _WorkerError as e:
+                    failures[i] = e
+        for i, failure in sorted(failures.items()):  # replacements start together ...
+            self._replace(i, failure)
+        for i in sorted(failures):  # ... and are waited for one by one
+            answers[i] = self._recover(i, bool(reset[i]))
+        steps = [answers[i] for i in range(self.size)]
+        for i, step in enumerate(steps):
+            self._last_obs[i] = {k: step[k] for k in self.obs_space}
         out = stack(steps)
         self._needs_reset = out["is_last"].astype(bool)
         return out
 
-    def close(self) -> None:
+    def _replace(self, i: int, failure: _WorkerError) -> None:
+        """End env ``i``'s worker, count ``failure`` against the budget, start another."""
+        self._slots[i].kill()
+        self._count_failure(i, failure)
         if self.parallel:
-            for proc in self._procs:
-                proc.close()
+            self._slots[i] = _ProcessEnv(self.factories[i], i)
         else:
-            for env in self._envs:
-                env.close()
+            self._slots[i] = _InlineEnv(self.factories[i])
+
+    def _recover(self, i: int, was_reset: bool) -> Step:
+        """Env ``i``'s step once its replacement is up: a truncation of the failed
+        episode or, when the failure hit a reset, a reset of the new env. Each failure
+        on the way replaces the env again and counts to the budget."""
+        while True:
+            slot = self._slots[i]
+            try:
+                slot.handshake(self.timeout)
+                if not was_reset:
+                    return self._truncated(i)
+                slot.send("reset")
+                deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
+                return slot.receive(deadline, self.timeout)  # type: ignore[no-any-return]
+            except _WorkerError as e:
+                self._replace(i, e)
+
+    def _count_failure(self, i: int, failure: _WorkerError) -> None:
+        """Record a failure of env ``i``: raise :class:`EnvError` past the budget, else
+        count the restart about to happen and note it for the log."""
+        now = time.monotonic()
+        times = self._failures[i]
+        times.append(now)
+        while self.window > 0 and times and times[0] < now - self.window:
+            times.popleft()
+        span = f"within {self.window:g} s" if self.window > 0 else "since the pool started"
+        error = str(failure).strip() or "unknown error"
+        if len(times) > self.max_restarts:
+            raise EnvError(
+                f"env {i} failed {_plural(len(times), 'time')} {span}, more than the "
+                f"{_plural(self.max_restarts, 'restart')} allowed (run.env_restarts); "
+                f"the last failure: {error}"
+            ) from failure.cause
+        self.restarts += 1
+        self.last_errors.append(
+            f"env {i} failed and was restarted ({len(times)} of {self.max_restarts} failures "
+            f"allowed {span}): {error.splitlines()[0]}"
+        )
+
+    def _truncated(self, i: int) -> Step:
+        """End env ``i``'s episode on its last good observation, without reward, as a
+        truncation: the episode stopped for a reason that is no fault of the agent."""
+        last = self._last_obs[i]
+        assert last is not None, "a step always follows a reset that stored an observation"
+        return pack(dict(last), 0.0, False, True, False)
+
+    def _kill_all(self) -> None:
+        for slot in self._slots:
+            slot.kill()
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.close()
 
     def __enter__(self) -> EnvPool:
         return self

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dreamrl.envs import EVAL_STREAM, env_seed
-from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.envs.base import Env
 from dreamrl.envs.pool import stack
 
 
@@ -51,7 +51,7 @@ def eval_seeds(seed: int, first: int, count: int) -> list[int]:
 
 def evaluate(
     agent: Any,
-    make_env: Callable[[], GymEnv],
+    make_env: Callable[[], Env],
     seeds: Sequence[int],
     envs: int = 1,
     deterministic: bool = True,

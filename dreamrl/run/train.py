@@ -22,7 +22,7 @@ import numpy as np
 from dreamrl.agent import Agent
 from dreamrl.config import Config, to_dict
 from dreamrl.envs import TRAIN_STREAM, env_seed, make_env
-from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.envs.base import Env
 from dreamrl.envs.pool import EnvPool
 from dreamrl.envs.spaces import STEP_KEYS, Space
 from dreamrl.replay import Replay
@@ -32,7 +32,7 @@ from dreamrl.run.logging import Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 
 CONFIG_FILE = "config.json"
-EnvMaker = Callable[[Config, "int | None"], GymEnv]
+EnvMaker = Callable[[Config, "int | None"], Env]
 
 
 @dataclass
@@ -72,7 +72,7 @@ def updates_due(state: LoopState, config: Config) -> int:
     return max(0, owed - state.updates)
 
 
-def _env_factory(maker: EnvMaker, config: Config, seed: int) -> GymEnv:
+def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
     return maker(config, seed)
 
 
@@ -94,7 +94,13 @@ def train(
         functools.partial(_env_factory, maker, config, env_seed(config.seed, TRAIN_STREAM, i))
         for i in range(run.envs)
     ]
-    pool = EnvPool(factories, run.env_workers)
+    pool = EnvPool(
+        factories,
+        run.env_workers,
+        timeout=run.env_timeout,
+        restarts=run.env_restarts,
+        window=run.env_restart_window,
+    )
     try:
         return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
     finally:
@@ -196,6 +202,7 @@ class Trainer:
         metrics["fps/env"] = (self.state.env_steps - steps) / dt
         metrics["fps/train"] = (self.state.updates - updates) / dt
         metrics["replay/steps"] = float(len(self.replay))
+        metrics["env/restarts"] = float(self.pool.restarts)
         metrics["time/elapsed"] = self.elapsed()
         self.logger.write(self.state.env_steps, metrics)
         self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
@@ -247,6 +254,9 @@ class Trainer:
         policy_state = None
         try:
             obs = self.pool.step(actions)
+            for line in self.pool.last_errors:  # env restarts, said once each
+                self.bar.note(line)
+            self.pool.last_errors.clear()
             while state.env_steps < run.steps:
                 actions, policy_state = self.collect(obs, policy_state)
                 self.train()
@@ -262,6 +272,9 @@ class Trainer:
                 if now - self.last_save >= run.save_every:
                     self.save()
                 obs = self.pool.step(actions)
+                for line in self.pool.last_errors:
+                    self.bar.note(line)
+                self.pool.last_errors.clear()
             if state.last_eval != state.env_steps or not run.eval_every:
                 self.evaluate()
             self.log(time.time())
