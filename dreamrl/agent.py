@@ -197,19 +197,28 @@ class Agent:
         return losses, metrics
 
     def train_step(self, data: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """One update of every module on a replay batch; returns float metrics."""
+        """One update of every module on a replay batch; returns float metrics.
+
+        A non-finite loss or gradient would poison every weight it reaches: the update
+        is skipped instead, counted in ``skipped_updates``, and ``nonfinite`` names the
+        loss terms (or ``gradient``) at fault; ``train/skipped`` is 1 in its metrics.
+        """
         batch = self.to_batch(data)
         losses, metrics = self.losses(batch)
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())
         assert isinstance(total, torch.Tensor)
         self.opt.zero_grad(set_to_none=True)
+        self.nonfinite: list[str] = []
         if not torch.isfinite(total):
-            # A non-finite loss would poison every weight it touches: skip the update.
-            self.skipped_updates += 1
-            return {"train/skipped_updates": float(self.skipped_updates)}
+            self.nonfinite = [k for k, v in losses.items() if not torch.isfinite(v).all()] or ["total"]
+            return self._skip()
         total.backward()
         grads = [p.grad for p in self.opt.param_groups[0]["params"] if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not torch.isfinite(grad_norm):
+            self.nonfinite = ["gradient"]
+            self.opt.zero_grad(set_to_none=True)
+            return self._skip()
         self.opt.step()
         self.ac.update_slow_critic()
         self.updates += 1
@@ -221,7 +230,17 @@ class Agent:
         values = torch.stack([torch.as_tensor(out[k], dtype=torch.float32).reshape(()) for k in names])
         result = dict(zip(names, values.cpu().tolist()))
         result["train/updates"] = float(self.updates)
+        result["train/skipped"] = 0.0
         return result
+
+    def _skip(self) -> dict[str, float]:
+        self.skipped_updates += 1
+        return {"train/skipped": 1.0, "train/skipped_updates": float(self.skipped_updates)}
+
+    def weights_finite(self) -> bool:
+        """Whether every weight and buffer is finite (checked before each checkpoint)."""
+        tensors = [t for m in self.modules.values() for t in m.state_dict().values() if t.is_floating_point()]
+        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
 
     # ------------------------------------------------------------------ acting
 
@@ -342,11 +361,15 @@ class Agent:
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write ``agent.safetensors`` and ``agent.json`` into ``directory``."""
+        """Write ``agent.safetensors``, ``agent.json`` and a manifest of both into
+        ``directory`` (a checkpoint adds its own files and rewrites the manifest)."""
+        from dreamrl.run.checkpoint import write_manifest
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.state_tensors(), str(directory / WEIGHTS_FILE))
         (directory / META_FILE).write_text(json.dumps(self.meta(), indent=1))
+        write_manifest(directory)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> Agent:

@@ -21,20 +21,8 @@ from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
 from dreamrl.envs.pool import EnvError
 from dreamrl.presets import PRESETS, SIZE_NAMES
-
-# Settings that may change when a run is resumed: they shape how long and how
-# visibly the run goes on, never what it learns.
-RESUMABLE = (
-    "run.steps",
-    "run.log_every",
-    "run.save_every",
-    "run.eval_every",
-    "run.eval_eps",
-    "run.eval_envs",
-    "run.threads",
-    "run.keep_checkpoints",
-    "run.env_workers",
-)
+from dreamrl.run.checkpoint import CheckpointError
+from dreamrl.run.errors import RunError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,29 +115,16 @@ def resolve(args: argparse.Namespace, saved: Config | None = None) -> Config:
     return cfglib.build_config(presets, overrides)
 
 
-def _check_resume(saved: Config, new: Config, logdir: Path) -> None:
-    changed = cfglib.diff(saved, new)
-    refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
-    if refused:
-        lines = [f"  {k}: {old!r} -> {val!r}" for k, (old, val) in refused.items()]
-        raise ConfigError(
-            f"{logdir} holds a run with a different config; resuming would change:\n"
-            + "\n".join(lines)
-            + f"\nUse a new --logdir, or rerun with the original settings (only "
-            f"{', '.join(RESUMABLE)} may change on resume)."
-        )
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from dreamrl.run.train import CONFIG_FILE, train
+    from dreamrl.run.resume import CONFIG_FILE, check_config
+    from dreamrl.run.train import train
 
     saved = None
     saved_path = args.logdir / CONFIG_FILE
     if saved_path.exists():
         saved = cfglib.from_dict(json.loads(saved_path.read_text()))
     config = resolve(args, saved)
-    if saved is not None:
-        _check_resume(saved, config, args.logdir)
+    check_config(args.logdir, config)
     for warning in cfglib.warnings_for(config):
         print(f"warning: {warning}", file=sys.stderr)
     _set_threads(config)
@@ -289,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except EnvError as e:
         print(f"error: the run stopped because an environment kept failing: {e}", file=sys.stderr)
+        return 1
+    except (RunError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -260,6 +260,9 @@ class RunConfig:
         600.0,
         "Seconds over which env_restarts failures are counted (0: every failure since the envs started).",
     )
+    skip_limit: int = _doc(
+        10, "Consecutive updates skipped for a non-finite loss or gradient before the run stops."
+    )
     eval_eps: int = _doc(10, "Episodes per periodic evaluation (deterministic policy, fresh seeds).")
     eval_envs: int = _doc(4, "Environments stepped together during evaluation.")
     eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
@@ -389,6 +392,7 @@ def validate(config: Config) -> Config:
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
     _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
+    _check(config.run.skip_limit >= 1, "run.skip_limit", "1 or more", config.run.skip_limit)
     _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)
     _check(config.run.env_restarts >= 0, "run.env_restarts", "0 or more", config.run.env_restarts)
     _check(

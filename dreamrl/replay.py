@@ -22,7 +22,9 @@ from __future__ import annotations
 import collections
 import os
 import re
-from collections.abc import Mapping
+import shutil
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,50 @@ import numpy as np
 from dreamrl.envs.spaces import Space
 
 CHUNK_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)\.npz$")
+
+
+def step_bytes(spaces: Mapping[str, Space]) -> int:
+    """Bytes one stored step takes."""
+    return sum(int(np.dtype(s.dtype).itemsize) * s.size for s in spaces.values())
+
+
+def _available_ram() -> int | None:
+    """MemAvailable from /proc/meminfo (bytes), or None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_capacity(spaces: Mapping[str, Space], capacity: int, directory: Path) -> None:
+    """ConfigError, with the numbers, if a replay of ``capacity`` steps cannot fit in
+    the free RAM or in the free disk under ``directory`` (what it holds already counts
+    as available: a resume reuses it)."""
+    from dreamrl.config import ConfigError
+
+    per_step = step_bytes(spaces)
+    need = per_step * capacity
+    gb = 1024**3
+    ram = _available_ram()
+    if ram is not None and need > ram:
+        fits = ram // max(per_step, 1)
+        raise ConfigError(
+            f"replay.size: {capacity:,} steps x {per_step:,} bytes = {need / gb:.1f} GB of replay, but only "
+            f"{ram / gb:.1f} GB of RAM is available; lower replay.size to at most {fits:,} (or run.steps)"
+        )
+    existing = sum(f.stat().st_size for f in directory.glob("*.npz")) if directory.is_dir() else 0
+    probe = directory if directory.exists() else next((p for p in directory.parents if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free + existing
+    if need > free:
+        fits = free // max(per_step, 1)
+        raise ConfigError(
+            f"replay.size: {capacity:,} steps x {per_step:,} bytes = {need / gb:.1f} GB of replay chunks, "
+            f"but only {free / gb:.1f} GB of disk is free under {directory}; lower replay.size to at most "
+            f"{fits:,}"
+        )
 
 
 class Replay:
@@ -123,41 +169,80 @@ class Replay:
                 out.append((path, int(m[1]), int(m[2]), int(m[3])))
         return sorted(out, key=lambda x: (x[1], x[2]))
 
-    def load(self) -> int:
+    def load(self, until: Sequence[int] | None = None) -> int:
         """Refill the rings from the chunk files on disk; returns steps loaded.
 
-        Per stream, the newest contiguous run of chunks is used (a gap, e.g. from a
-        chunk that was never written, starts the history afresh after it).
+        ``until`` (steps per stream, from a checkpoint) reconciles the replay with that
+        checkpoint: chunks written after it are deleted and a chunk that runs past it
+        is cut there, so no stored sequence spans the restart. Per stream the newest
+        contiguous run of readable chunks is used: a missing or damaged chunk (counted
+        in ``bad_chunks``) starts the history afresh after it.
         """
+        self.bad_chunks: list[str] = []
+        self.dropped_chunks = 0
         if not self.directory:
             return 0
         by_stream: dict[int, list[tuple[Path, int, int]]] = collections.defaultdict(list)
         for path, stream, start, size in self._chunk_files():
-            if stream < self.streams:
-                by_stream[stream].append((path, start, size))
+            if stream >= self.streams:
+                continue
+            limit = None if until is None else int(until[stream])
+            if limit is not None and start >= limit:
+                path.unlink(missing_ok=True)  # written after the checkpoint
+                self.dropped_chunks += 1
+                continue
+            if limit is not None and start + size > limit:
+                size = limit - start  # the part written after the checkpoint is left out
+            by_stream[stream].append((path, start, size))
         loaded = 0
         for stream, chunks in by_stream.items():
-            run: list[tuple[Path, int, int]] = []
-            for chunk in chunks:
-                if run and chunk[1] != run[-1][1] + run[-1][2]:
-                    run = []
-                run.append(chunk)
-            end = run[-1][1] + run[-1][2]
-            keep_from = end - self.slots
-            for path, start, size in run:
-                if start + size <= keep_from:
-                    continue
-                with np.load(path, allow_pickle=False) as npz:
-                    arrays = {k: npz[k] for k in self.data}
-                lo = max(start, keep_from)
-                sel = np.arange(lo, start + size)
-                for k, v in arrays.items():
-                    self.data[k][stream, sel % self.slots] = v[sel - start]
-                loaded += len(sel)
-            self.count[stream] = end
-            self.flushed[stream] = end
-            self.start[stream] = max(run[0][1], keep_from)
+            loaded += self._load_stream(stream, chunks)
         return loaded
+
+    def _load_stream(self, stream: int, chunks: list[tuple[Path, int, int]]) -> int:
+        """Load the newest contiguous readable run of ``chunks`` (sorted by start)."""
+        end = chunks[-1][1] + chunks[-1][2]
+        keep_from = end - self.slots
+        first = end
+        loaded = 0
+        for path, start, size in reversed(chunks):
+            if start + size != first or start + size <= keep_from:
+                break  # a gap, or older than the ring holds
+            try:
+                arrays = self._read_chunk(path, size)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                self.bad_chunks.append(f"{path}: {e}")
+                break
+            lo = max(start, keep_from)
+            sel = np.arange(lo, start + size)
+            for k, v in arrays.items():
+                self.data[k][stream, sel % self.slots] = v[sel - start]
+            loaded += len(sel)
+            first = lo
+        self.count[stream] = end
+        self.start[stream] = first
+        # Chunks past the newest complete one are rewritten from there on the next flush.
+        on_disk = [c for c in chunks if c[1] >= first]
+        self.flushed[stream] = end
+        for path, start, size in on_disk:
+            m = CHUNK_NAME.match(path.name)
+            if m and int(m[3]) != size:  # cut at the checkpoint: rewrite this chunk
+                path.unlink(missing_ok=True)
+                self.flushed[stream] = min(int(self.flushed[stream]), start)
+        return loaded
+
+    def _read_chunk(self, path: Path, size: int) -> dict[str, np.ndarray]:
+        """A chunk's arrays (first ``size`` steps), checked against the replay's spaces."""
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k][:size] for k in self.data}
+        for key, array in arrays.items():
+            expected = (self.data[key].shape[2:], self.data[key].dtype)
+            if array.shape[1:] != expected[0] or array.dtype != expected[1] or len(array) != size:
+                raise ValueError(
+                    f"{key} is {array.dtype}{list(array.shape)}, expected {size} steps of "
+                    f"{expected[1]}{list(expected[0])}"
+                )
+        return arrays
 
     # ------------------------------------------------------------------ reading
 

@@ -149,6 +149,7 @@ def test_non_finite_loss_skips_the_update():
     batch["vector"][0, 3, 0] = np.nan
     before = [p.detach().clone() for p in agent.wm.parameters()]
     metrics = agent.train_step(batch)
-    assert metrics["train/skipped_updates"] == 1.0
+    assert metrics["train/skipped"] == 1.0 and metrics["train/skipped_updates"] == 1.0
     assert agent.updates == 0
+    assert "vector" in agent.nonfinite
     assert all(torch.equal(a, b) for a, b in zip(before, agent.wm.parameters()))

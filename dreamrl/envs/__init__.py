@@ -23,6 +23,7 @@ __all__ = [
     "ObsConverter",
     "Space",
     "env_seed",
+    "episode_seed",
     "make_env",
 ]
 
@@ -36,6 +37,13 @@ TEST_STREAM = 2  # `dreamrl eval`
 def env_seed(seed: int, stream: int, index: int) -> int:
     """A 31-bit env seed for env/episode ``index`` of ``stream`` under run ``seed``."""
     seq = np.random.SeedSequence([seed, stream, index])
+    return int(seq.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def episode_seed(seed: int, stream: int, env: int, episode: int) -> int:
+    """The seed of training env ``env``'s ``episode``-th episode: every episode starts
+    from a known seed, so a resumed run can replay an env back to where it was."""
+    seq = np.random.SeedSequence([seed, stream, env, episode])
     return int(seq.generate_state(1)[0] & 0x7FFFFFFF)
 
 

@@ -55,6 +55,10 @@ class EnvError(RuntimeError):
     index and the original error."""
 
 
+class ReplayMismatchError(RuntimeError):
+    """A replayed episode did not reproduce the stored observations."""
+
+
 class _WorkerError(Exception):
     """One failure of one env (it raised, its worker died or hung): the message is the
     original error's text, ``cause`` the exception where it was raised in this process."""
@@ -86,7 +90,7 @@ def _worker(factory: EnvFactory, conn: Any) -> None:
         while True:
             cmd, arg = conn.recv()
             if cmd == "reset":
-                conn.send(("ok", env.reset()))
+                conn.send(("ok", env.reset(seed=arg)))
             elif cmd == "step":
                 conn.send(("ok", env.step(arg)))
             elif cmd == "close":
@@ -208,7 +212,7 @@ class _InlineEnv:
     def send(self, cmd: str, arg: Any = None) -> None:
         assert self.env is not None, "handshake first"
         try:
-            self._result = self.env.reset() if cmd == "reset" else self.env.step(arg)
+            self._result = self.env.reset(seed=arg) if cmd == "reset" else self.env.step(arg)
         except Exception as e:
             self._result = _WorkerError(_describe(e), e)
 
@@ -253,6 +257,7 @@ class EnvPool:
         timeout: float = 60.0,
         restarts: int = 5,
         window: float = 600.0,
+        episode_seed: Callable[[int, int], int] | None = None,
     ):
         if workers not in ("inline", "process"):
             raise ValueError(f"workers must be 'inline' or 'process', not {workers!r}")
@@ -288,6 +293,14 @@ class EnvPool:
         self._failures: list[collections.deque[float]] = [collections.deque() for _ in self.factories]
         self._last_obs: list[dict[str, np.ndarray] | None] = [None] * self.size
         self._needs_reset = np.ones(self.size, bool)
+        self.episode_seed = episode_seed
+        self.episodes = np.zeros(self.size, np.int64)  # episodes started per env
+
+    def _reset_seed(self, i: int) -> int | None:
+        """The seed of env ``i``'s next episode (and count it), if seeds are given."""
+        episode = int(self.episodes[i])
+        self.episodes[i] += 1
+        return None if self.episode_seed is None else self.episode_seed(i, episode)
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
         """Step every env with its action (ignored for envs being reset).
@@ -299,7 +312,7 @@ class EnvPool:
         failures: dict[int, _WorkerError] = {}
         for i, slot in enumerate(self._slots):
             try:
-                slot.send("reset" if reset[i] else "step", None if reset[i] else actions[i])
+                slot.send("reset", self._reset_seed(i)) if reset[i] else slot.send("step", actions[i])
             except _WorkerError as e:
                 failures[i] = e
         deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
@@ -321,6 +334,37 @@ class EnvPool:
         self._needs_reset = out["is_last"].astype(bool)
         return out
 
+    def fast_forward(
+        self, i: int, episode: int, actions: Sequence[Any], expected: dict[str, np.ndarray] | None = None
+    ) -> Step:
+        """Start episode ``episode`` of env ``i`` from its seed and replay ``actions``;
+        return the step it arrives at, as :meth:`step` would have.
+
+        For a deterministic env this restores its exact state. ``expected`` holds the
+        observations the original run stored (``[len(actions), ...]`` per key: the
+        reset's and each step's but the last); the first one that differs raises
+        :class:`ReplayMismatchError`.
+        """
+        slot = self._slots[i]
+        self.episodes[i] = episode
+        slot.send("reset", self._reset_seed(i))
+        step = slot.receive(None, 0.0)  # replaying a long episode may take a while
+        for t, action in enumerate(actions):
+            if expected is not None:
+                for key, values in expected.items():
+                    if not np.array_equal(np.asarray(step[key]), values[t]):
+                        raise ReplayMismatchError(f"env {i}: {key} differs from the stored one at step {t}")
+            slot.send("step", action)
+            step = slot.receive(None, 0.0)
+        self._last_obs[i] = {k: step[k] for k in self.obs_space}
+        self._needs_reset[i] = bool(step["is_last"])
+        return step  # type: ignore[no-any-return]
+
+    def start_fresh(self, i: int, episode: int) -> None:
+        """Make env ``i``'s next call a reset into episode ``episode``."""
+        self.episodes[i] = episode
+        self._needs_reset[i] = True
+
     def _replace(self, i: int, failure: _WorkerError) -> None:
         """End env ``i``'s worker, count ``failure`` against the budget, start another."""
         self._slots[i].kill()
@@ -340,7 +384,8 @@ class EnvPool:
                 slot.handshake(self.timeout)
                 if not was_reset:
                     return self._truncated(i)
-                slot.send("reset")
+                self.episodes[i] -= 1  # the failed reset's episode starts again
+                slot.send("reset", self._reset_seed(i))
                 deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
                 return slot.receive(deadline, self.timeout)  # type: ignore[no-any-return]
             except _WorkerError as e:

@@ -1,12 +1,19 @@
-"""Checkpoints in a run dir: ``checkpoints/ckpt-<step>/`` written whole or not at all.
+"""Checkpoints in a run dir: ``checkpoints/ckpt-<step>/``, written whole or not at all.
 
-A checkpoint directory is assembled under a temporary name and renamed into place once
-every file in it is written and synced, so a directory named ``ckpt-*`` is always
-complete. Older checkpoints are pruned only after the new one exists.
+A checkpoint is assembled under a temporary name, every file synced, a manifest of
+their sizes and SHA-256 digests written last, and only then renamed into place: a
+directory named ``ckpt-*`` is complete, and its manifest tells a later reader whether
+anything in it was damaged since. Older checkpoints are pruned only after the new one
+exists. A failed save (an exception, a full disk) removes its temporary directory and
+leaves the previous checkpoints as they were.
+
+Loading reads only safetensors and JSON: nothing in a checkpoint can run code.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
@@ -16,7 +23,14 @@ from typing import Any
 
 CKPT_DIR = "checkpoints"
 CKPT_NAME = re.compile(r"^ckpt-(\d+)$")
+TMP_PREFIX = ".tmp-ckpt-"
 LOOP_FILE = "loop.json"
+MANIFEST = "manifest.json"
+FORMAT = 1  # checkpoint layout version; readers refuse newer ones
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and why."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -27,8 +41,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints ``[(step, path)]``, oldest first."""
+    """Checkpoint directories ``[(step, path)]``, oldest first (not yet verified)."""
     root = run_dir / CKPT_DIR
     if not root.is_dir():
         return []
@@ -40,52 +62,150 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_checkpoint(run_dir: Path, step: int, agent: Any, loop: dict[str, Any], keep: int) -> Path:
-    """Write agent and loop state as ``checkpoints/ckpt-<step>`` and prune old ones."""
+def remove_partial_saves(run_dir: Path) -> list[Path]:
+    """Delete temporary directories left by saves that never finished (a killed run)."""
+    root = run_dir / CKPT_DIR
+    removed = []
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(TMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    agent: Any,
+    loop: dict[str, Any],
+    keep: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``agent`` (its ``save(dir)``), the loop state and ``extra`` tensors as
+    ``checkpoints/ckpt-<step>``, then prune all but the newest ``keep``.
+
+    Raises :class:`CheckpointError` on a full disk, naming the checkpoint kept.
+    """
     root = run_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:012d}"
-    tmp = root / f".tmp-ckpt-{step:012d}-{os.getpid()}"
+    tmp = root / f"{TMP_PREFIX}{step:012d}-{os.getpid()}"
+    previous = list_checkpoints(run_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         agent.save(tmp)
         (tmp / LOOP_FILE).write_text(json.dumps(loop))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        if extra:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous().cpu() for k, v in extra.items()}, str(tmp / "loop.safetensors"))
+        write_manifest(tmp, step)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync_dir(root)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = previous[-1][1] if previous else None
+            raise CheckpointError(
+                f"disk full while writing checkpoint {final}: {e.strerror}. "
+                f"The previous checkpoint {kept or '(none)'} is intact; free space and rerun to resume."
+            ) from e
         raise
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run dir, if any."""
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1][1] if ckpts else None
+def write_manifest(directory: Path, step: int | None = None) -> None:
+    """Sync every file in ``directory`` and record its size and digest in the manifest,
+    written last: a reader can then tell a whole checkpoint from a damaged one."""
+    files = {}
+    for f in sorted(directory.iterdir()):
+        if f.name == MANIFEST:
+            continue
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+        files[f.name] = {"bytes": f.stat().st_size, "sha256": _digest(f)}
+    manifest = {"format": FORMAT, "step": step, "files": files}
+    with open(directory / MANIFEST, "w") as fh:
+        fh.write(json.dumps(manifest, indent=1))
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(directory)
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the file if ``path`` is incomplete,
+    damaged (size or digest differs from its manifest) or from a newer format."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{manifest_path}: missing (the checkpoint is incomplete)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{manifest_path}: unreadable ({e})") from None
+    if manifest.get("format", 0) > FORMAT:
+        raise CheckpointError(
+            f"{manifest_path}: checkpoint format {manifest['format']} is newer than this dreamrl "
+            f"reads ({FORMAT})"
+        )
+    for name, expected in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing")
+        size = f.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"{f}: {size} bytes, the manifest says {expected['bytes']} (truncated?)")
+        if _digest(f) != expected["sha256"]:
+            raise CheckpointError(f"{f}: contents differ from the manifest's digest (corrupted)")
+
+
+def latest_checkpoint(run_dir: Path, skipped: list[str] | None = None) -> Path | None:
+    """The newest checkpoint that verifies. Damaged ones are passed over, and the
+    reason for each goes into ``skipped`` when given."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as e:
+            if skipped is not None:
+                skipped.append(str(e))
+            continue
+        return path
+    return None
 
 
 def find_agent_dir(path: Path) -> Path:
-    """A checkpoint dir as given, or a run dir's newest checkpoint."""
+    """A checkpoint dir as given (verified), or a run dir's newest good checkpoint."""
     if (path / "agent.json").is_file():
+        verify_checkpoint(path)
         return path
-    latest = latest_checkpoint(path)
+    skipped: list[str] = []
+    latest = latest_checkpoint(path, skipped)
     if latest is None:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such run dir or checkpoint")
-        raise FileNotFoundError(f"{path}: no checkpoint found (looked in {path / CKPT_DIR})")
+        reasons = "; ".join(skipped)
+        detail = f" ({len(skipped)} damaged: {reasons})" if skipped else ""
+        raise FileNotFoundError(f"{path}: no usable checkpoint found in {path / CKPT_DIR}{detail}")
     return latest
 
 
 def load_loop_state(ckpt: Path) -> dict[str, Any]:
     """The training loop's counters saved beside the agent."""
-    return json.loads((ckpt / LOOP_FILE).read_text())
+    return json.loads((ckpt / LOOP_FILE).read_text())  # type: ignore[no-any-return]
+
+
+def load_loop_tensors(ckpt: Path) -> dict[str, Any]:
+    """Tensors the loop saved beside the agent (its policy state), if any."""
+    path = ckpt / "loop.safetensors"
+    if not path.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

@@ -1,8 +1,16 @@
 """The training loop: collect, add to replay, train at ``train_ratio``, log, evaluate, save.
 
 ``train`` takes factories (an env maker), so tests can hand it a dummy env. Rerunning
-it on the same run dir resumes from the newest checkpoint: weights, optimiser, return
-normaliser, slow critic, generators, counters and the replay (from its chunk files).
+it on the same run dir resumes from the newest good checkpoint (see
+:mod:`dreamrl.run.resume`): weights, optimiser, return normaliser, slow critic, random
+generators, counters, the replay (reconciled with the checkpoint) and the envs
+themselves, replayed to where they were, so that on a CPU the resumed run continues
+exactly as an uninterrupted one would.
+
+What stops a run, with a message naming the cause (:class:`RunError`): a non-finite
+observation, reward or action; ``run.skip_limit`` updates in a row skipped for a
+non-finite loss or gradient; weights that are no longer finite (never checkpointed);
+a full disk while saving (the previous checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -18,20 +26,31 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import torch
 
-from dreamrl.agent import Agent
+from dreamrl.agent import Agent, PolicyState
 from dreamrl.config import Config, to_dict
-from dreamrl.envs import TRAIN_STREAM, env_seed, make_env
+from dreamrl.envs import TRAIN_STREAM, episode_seed, make_env
 from dreamrl.envs.base import Env
-from dreamrl.envs.pool import EnvPool
+from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
 from dreamrl.envs.spaces import STEP_KEYS, Space
-from dreamrl.replay import Replay
-from dreamrl.run.checkpoint import latest_checkpoint, load_loop_state, save_checkpoint
+from dreamrl.replay import Replay, check_capacity
+from dreamrl.rssm import Latent
+from dreamrl.run import resume as resumelib
+from dreamrl.run.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_loop_state,
+    load_loop_tensors,
+    remove_partial_saves,
+    save_checkpoint,
+)
+from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import eval_seeds, evaluate
 from dreamrl.run.logging import Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = resumelib.CONFIG_FILE
 EnvMaker = Callable[[Config, "int | None"], Env]
 
 
@@ -48,6 +67,7 @@ class LoopState:
     elapsed: float = 0.0
     last_return: float = float("nan")
     last_eval_return: float = float("nan")
+    env_episodes: list[int] = field(default_factory=list)  # episodes started per env
     replay: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +92,12 @@ def updates_due(state: LoopState, config: Config) -> int:
     return max(0, owed - state.updates)
 
 
+def replay_capacity(config: Config) -> int:
+    """Steps the replay must hold: its size, or the whole run if that is shorter."""
+    slack = config.run.envs * config.batch_length  # the per-stream rings round up
+    return int(min(config.replay.size, config.run.steps + slack))
+
+
 def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
     return maker(config, seed)
 
@@ -87,11 +113,10 @@ def train(
     """Train (or resume training) ``config`` in ``run_dir`` until ``run.steps``, or until
     ``stop(state)`` says so after an evaluation (a benchmark's early exit)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=1))
+    resumelib.check_config(run_dir, config)  # before anything is written
     run = config.run
     factories = [
-        functools.partial(_env_factory, maker, config, env_seed(config.seed, TRAIN_STREAM, i))
+        functools.partial(_env_factory, maker, config, episode_seed(config.seed, TRAIN_STREAM, i, 0))
         for i in range(run.envs)
     ]
     pool = EnvPool(
@@ -100,6 +125,7 @@ def train(
         timeout=run.env_timeout,
         restarts=run.env_restarts,
         window=run.env_restart_window,
+        episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
     )
     try:
         return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
@@ -125,9 +151,19 @@ class Trainer:
             obs_converter=pool.obs_converter,
             act_converter=pool.act_converter,
         )
+        spaces = replay_spaces(pool.obs_space, pool.act_space)
+        self.ckpt = self._find_checkpoint()
+        if self.ckpt is not None:
+            resumelib.check_spaces(self.ckpt, pool.obs_space, pool.act_space)
+        check_capacity(spaces, replay_capacity(config), run_dir / "replay")
+        # Every check has passed: only now does anything get written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=1))
+        for path in remove_partial_saves(run_dir):
+            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
         self.replay = Replay(
-            replay_spaces(pool.obs_space, pool.act_space),
-            config.replay.size,
+            spaces,
+            replay_capacity(config),
             run.envs,
             config.batch_length,
             config.replay.online,
@@ -135,47 +171,111 @@ class Trainer:
             run_dir / "replay",
             config.seed,
         )
-        self.state = LoopState()
-        self._resume()
+        self.state = LoopState(env_episodes=[0] * run.envs)
+        self.returns = np.zeros(run.envs)
+        self.lengths = np.zeros(run.envs, np.int64)
+        self.policy_state: PolicyState | None = None
+        self.obs: dict[str, np.ndarray] | None = None  # the next step to act on, once resumed
+        self.skipped_in_row = 0
+        if self.ckpt is not None:
+            self._resume(self.ckpt)
         _describe(config, self.agent, pool, self.replay, out)
         self.logger = MetricsLogger(run_dir)
         self.train_mean, self.episode_mean = Mean(), Mean()
-        self.returns = np.zeros(run.envs)
-        self.lengths = np.zeros(run.envs, np.int64)
         self.bar = Progress(run.steps, self.state.env_steps, enabled=progress, out=out)
         self.session_start = time.time()
         self.elapsed_before = self.state.elapsed
         self.last_log = self.last_save = time.time()
         self.log_mark = (self.state.env_steps, self.state.updates)
 
-    def _resume(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            return
+    # ------------------------------------------------------------------ resuming
+
+    def _find_checkpoint(self) -> Path | None:
+        skipped: list[str] = []
+        ckpt = latest_checkpoint(self.run_dir, skipped)
+        for reason in skipped:
+            print(f"warning: skipping a damaged checkpoint: {reason}", file=self.out)
+        if ckpt is None and skipped:
+            raise RunError(
+                f"{self.run_dir}: every checkpoint is damaged ({len(skipped)}); "
+                "move the run dir away to start over"
+            )
+        if ckpt is not None and skipped:
+            print(f"Falling back to {ckpt.name}, the newest checkpoint that verifies.", file=self.out)
+        return ckpt
+
+    def _resume(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
         self.agent.load_state_tensors(load_file(str(ckpt / "agent.safetensors")))
-        self.agent.updates = int(json.loads((ckpt / "agent.json").read_text())["updates"])
+        meta = json.loads((ckpt / "agent.json").read_text())
+        self.agent.updates = int(meta["updates"])
+        self.agent.skipped_updates = int(meta.get("skipped_updates", 0))
         self.state = LoopState(**load_loop_state(ckpt))
-        loaded = self.replay.load()
+        if not self.state.env_episodes:
+            self.state.env_episodes = [0] * self.config.run.envs
+        loaded = self.replay.load(until=self.state.replay.get("count"))
         self.replay.restore(self.state.replay)
         print(
             f"Resuming from {ckpt.name}: {self.state.env_steps:,} env steps, "
             f"{self.state.updates:,} updates, {loaded:,} replay steps loaded.",
             file=self.out,
         )
+        if self.replay.dropped_chunks:
+            print(
+                f"Discarded {self.replay.dropped_chunks} replay chunk(s) written after that checkpoint.",
+                file=self.out,
+            )
+        for problem in self.replay.bad_chunks:
+            print(f"warning: skipped a damaged replay chunk: {problem}", file=self.out)
+        self._restore_envs(load_loop_tensors(ckpt))
+
+    def _restore_envs(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Replay each env's current episode to where the checkpoint left it."""
+        keys = list(self.pool.obs_space)
+        plans = [
+            resumelib.plan_stream(self.replay, i, self.state.env_episodes[i], keys)
+            for i in range(self.config.run.envs)
+        ]
+        if all(p is not None for p in plans) and "policy.deter" in tensors:
+            try:
+                steps = [
+                    self.pool.fast_forward(i, p.episode, list(p.actions), p.expected)  # type: ignore[union-attr]
+                    for i, p in enumerate(plans)
+                ]
+            except ReplayMismatchError as e:
+                print(
+                    f"The envs did not replay their episodes exactly ({e}); they start fresh episodes, "
+                    "so this run will not match an uninterrupted one step for step.",
+                    file=self.out,
+                )
+            else:
+                self.obs = stack(steps)
+                dev = self.agent.device
+                latent = Latent(tensors["policy.deter"].to(dev), tensors["policy.stoch"].to(dev))
+                self.policy_state = PolicyState(latent, tensors["policy.action"].to(dev))
+                self.returns[:] = [p.reward for p in plans]  # type: ignore[union-attr]
+                self.lengths[:] = [p.length for p in plans]  # type: ignore[union-attr]
+                return
+        for i, episodes in enumerate(self.state.env_episodes):
+            self.pool.start_fresh(i, episodes)
+
+    # ------------------------------------------------------------------ the loop
 
     def elapsed(self) -> float:
         """Wall seconds of training over every session of this run."""
         return self.elapsed_before + time.time() - self.session_start
 
-    def collect(self, obs: dict[str, np.ndarray], policy_state: Any) -> tuple[np.ndarray, Any]:
+    def collect(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Act on one step of every env, store it, and keep episode statistics."""
         state = self.state
-        actions, policy_state = self.agent.policy(obs, policy_state, deterministic=False)
+        _check_finite(obs, [*self.pool.obs_space, "reward"], state.env_steps)
+        actions, self.policy_state = self.agent.policy(obs, self.policy_state, deterministic=False)
+        _check_finite({"action": actions}, ["action"], state.env_steps)
         step = {k: obs[k] for k in (*self.pool.obs_space, *STEP_KEYS)}
         self.replay.add({**step, "action": actions})
         state.env_steps += self.config.run.envs
+        state.env_episodes = self.pool.episodes.tolist()
         self.returns += obs["reward"]
         self.lengths += 1
         for i in np.flatnonzero(obs["is_last"]):
@@ -184,7 +284,7 @@ class Trainer:
             self.episode_mean.add({"episode/score": self.returns[i], "episode/length": self.lengths[i]})
         self.returns[obs["is_first"] | obs["is_last"]] = 0.0
         self.lengths[obs["is_last"]] = 0
-        return actions, policy_state
+        return actions
 
     def train(self) -> None:
         """Run the updates the train ratio owes by now."""
@@ -192,8 +292,16 @@ class Trainer:
         if state.train_start < 0 and self.replay.ready(batch_size):
             state.train_start = state.env_steps
         for _ in range(updates_due(state, self.config)):
-            self.train_mean.add(self.agent.train_step(self.replay.sample(batch_size)))
+            metrics = self.agent.train_step(self.replay.sample(batch_size))
+            self.train_mean.add(metrics)
             state.updates += 1
+            self.skipped_in_row = self.skipped_in_row + 1 if metrics["train/skipped"] else 0
+            if self.skipped_in_row >= self.config.run.skip_limit:
+                raise RunError(
+                    f"{self.skipped_in_row} updates in a row had a non-finite "
+                    f"{', '.join(self.agent.nonfinite)} (loss term, or the gradient) at env step "
+                    f"{state.env_steps:,}; stopping (run.skip_limit={self.config.run.skip_limit})"
+                )
 
     def log(self, now: float) -> None:
         steps, updates = self.log_mark
@@ -235,30 +343,39 @@ class Trainer:
         )
 
     def save(self) -> None:
+        """Checkpoint everything a resume needs; weights that are not finite never are."""
+        if not self.agent.weights_finite():
+            kept = list_checkpoints(self.run_dir)
+            raise RunError(
+                f"the weights are no longer finite at env step {self.state.env_steps:,}: not saving them. "
+                f"The last checkpoint, {kept[-1][1].name if kept else '(none)'}, is from before."
+            )
         self.state.elapsed = self.elapsed()
         self.replay.flush(force=True)
         self.state.replay = self.replay.state()
-        save_checkpoint(
-            self.run_dir,
-            self.state.env_steps,
-            self.agent,
-            asdict(self.state),
-            self.config.run.keep_checkpoints,
-        )
+        extra = {}
+        if self.policy_state is not None:
+            latent, action = self.policy_state
+            extra = {"policy.deter": latent.deter, "policy.stoch": latent.stoch, "policy.action": action}
+        keep = self.config.run.keep_checkpoints
+        save_checkpoint(self.run_dir, self.state.env_steps, self.agent, asdict(self.state), keep, extra)
         self.last_save = time.time()
+
+    def _step_envs(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        obs = self.pool.step(actions)
+        for line in self.pool.last_errors:  # env restarts, said once each
+            self.bar.note(line)
+        self.pool.last_errors.clear()
+        return obs
 
     def run(self, stop: Callable[[LoopState], bool] | None = None) -> LoopState:
         """Collect, train, log, evaluate and save until ``run.steps`` (or ``stop``)."""
         run, state = self.config.run, self.state
         actions = np.zeros((run.envs, *self.pool.act_space.shape), self.pool.act_space.dtype)
-        policy_state = None
         try:
-            obs = self.pool.step(actions)
-            for line in self.pool.last_errors:  # env restarts, said once each
-                self.bar.note(line)
-            self.pool.last_errors.clear()
+            obs = self.obs if self.obs is not None else self._step_envs(actions)
             while state.env_steps < run.steps:
-                actions, policy_state = self.collect(obs, policy_state)
+                actions = self.collect(obs)
                 self.train()
                 self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
                 now = time.time()
@@ -271,10 +388,7 @@ class Trainer:
                         break
                 if now - self.last_save >= run.save_every:
                     self.save()
-                obs = self.pool.step(actions)
-                for line in self.pool.last_errors:
-                    self.bar.note(line)
-                self.pool.last_errors.clear()
+                obs = self._step_envs(actions)
             if state.last_eval != state.env_steps or not run.eval_every:
                 self.evaluate()
             self.log(time.time())
@@ -298,6 +412,19 @@ class Trainer:
         )
         print(f"Logs: {self.run_dir / 'metrics.jsonl'} (TensorBoard: {self.run_dir / 'tb'})", file=out)
         print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
+
+
+def _check_finite(step: dict[str, np.ndarray], keys: list[str], env_step: int) -> None:
+    """RunError naming the key, env and env step of the first non-finite value."""
+    for key in keys:
+        value = np.asarray(step[key])
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = ~np.isfinite(value.reshape(len(value), -1)).all(1)
+            env = int(np.flatnonzero(bad)[0])
+            raise RunError(
+                f"{key} from env {env} is not finite at env step {env_step:,} "
+                f"({value[env].reshape(-1)[:8].tolist()}...): a broken env or a diverged policy"
+            )
 
 
 def _describe(config: Config, agent: Agent, pool: EnvPool, replay: Replay, out: TextIO) -> None:

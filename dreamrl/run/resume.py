@@ -1,0 +1,132 @@
+"""Resuming a run: what must match, and how the envs are brought back to where they were.
+
+A run dir is resumed only with the config it was made with, up to the settings in
+:data:`RESUMABLE`, and only with an env whose observation and action spaces match the
+checkpoint's; anything else stops before a single file is written, naming each field
+with its old and new value.
+
+The envs cannot be saved, but they can be replayed: every training episode starts
+from a seed that is a function of (run seed, env, episode number), and the replay
+holds every action taken since. Restarting the current episode from its seed and
+replaying its actions brings a deterministic env back to the exact state it was in at
+the checkpoint. The replayed observations are compared with the stored ones; if they
+differ (an env that is not deterministic), the envs start fresh episodes instead and
+the run says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dreamrl import config as cfglib
+from dreamrl.config import Config, ConfigError
+from dreamrl.envs.spaces import Space
+from dreamrl.replay import Replay
+
+CONFIG_FILE = "config.json"
+
+# Settings that may change when a run is resumed: they shape how long and how
+# visibly the run goes on, never what it learns.
+RESUMABLE = (
+    "run.steps",
+    "run.log_every",
+    "run.save_every",
+    "run.eval_every",
+    "run.eval_eps",
+    "run.eval_envs",
+    "run.threads",
+    "run.keep_checkpoints",
+    "run.env_workers",
+    "run.env_timeout",
+    "run.env_restarts",
+    "run.env_restart_window",
+    "run.skip_limit",
+)
+
+
+def check_config(run_dir: Path, config: Config) -> Config | None:
+    """The config saved in ``run_dir`` (None for a new run); ConfigError if resuming
+    with ``config`` would change anything outside :data:`RESUMABLE`."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    saved = cfglib.from_dict(json.loads(path.read_text()))
+    refused = {k: v for k, v in cfglib.diff(saved, config).items() if k not in RESUMABLE}
+    if refused:
+        lines = [f"  {k}: {old!r} -> {new!r}" for k, (old, new) in refused.items()]
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config; resuming would change:\n"
+            + "\n".join(lines)
+            + "\nUse a new --logdir, or rerun with the original settings (only "
+            + ", ".join(RESUMABLE)
+            + " may change on resume)."
+        )
+    return saved
+
+
+def check_spaces(ckpt: Path, obs_space: dict[str, Space], act_space: Space) -> None:
+    """ConfigError naming every observation/action field that differs from the
+    checkpoint's (a different env, or an env that changed)."""
+    meta = json.loads((ckpt / "agent.json").read_text())
+    old_obs = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
+    old_act = Space.from_json(meta["act_space"])
+    changes = []
+    for key in sorted(set(old_obs) | set(obs_space)):
+        old, new = old_obs.get(key), obs_space.get(key)
+        if old != new:
+            changes.append(f"  obs_space.{key}: {_space(old)} -> {_space(new)}")
+    if old_act != act_space:
+        changes.append(f"  act_space: {_space(old_act)} -> {_space(act_space)}")
+    if changes:
+        raise ConfigError(
+            f"the env does not match the checkpoint {ckpt.name} it would resume from:\n" + "\n".join(changes)
+        )
+
+
+def _space(space: Space | None) -> str:
+    if space is None:
+        return "(absent)"
+    kind = f", {space.classes} classes" if space.discrete else ""
+    return f"{space.dtype}{list(space.shape)}{kind}"
+
+
+@dataclass
+class EpisodePlan:
+    """How to bring one env back: start ``episode`` and replay ``actions``, which
+    should reproduce ``expected`` (stored observations, one per step from the reset)."""
+
+    episode: int
+    actions: np.ndarray
+    expected: dict[str, np.ndarray]
+    reward: float  # return so far, for the episode statistics
+    length: int
+
+
+def plan_stream(
+    replay: Replay, stream: int, episodes_started: int, obs_keys: list[str]
+) -> EpisodePlan | None:
+    """The plan for env ``stream``, or None when its current episode is no longer
+    fully held by the replay (then it cannot be replayed)."""
+    count = int(replay.count[stream])
+    empty = {k: replay.data[k][stream, :0] for k in obs_keys}
+    no_actions = replay.data["action"][stream, :0]
+    if count == 0 or replay.data["is_last"][stream, (count - 1) % replay.slots]:
+        return EpisodePlan(episodes_started, no_actions, empty, 0.0, 0)  # next: a fresh reset
+    oldest = int(replay.oldest()[stream])
+    positions = np.arange(oldest, count)
+    firsts = positions[replay.data["is_first"][stream, positions % replay.slots]]
+    if not len(firsts):
+        return None
+    idx = np.arange(int(firsts[-1]), count) % replay.slots
+    rewards = replay.data["reward"][stream, idx]
+    return EpisodePlan(
+        episodes_started - 1,
+        replay.data["action"][stream, idx],
+        {k: replay.data[k][stream, idx] for k in obs_keys},
+        float(rewards.sum()),
+        len(idx),
+    )
