@@ -182,3 +182,31 @@ def test_memory_is_flat_once_full_and_a_reload_does_not_double_it(tmp_path):
     assert loaded < 1.3 * frames, (
         f"loading took {loaded / 2**20:.1f} MB for {frames / 2**20:.1f} MB of frames"
     )
+
+
+def test_non_finite_action_stops_naming_it(tmp_path, monkeypatch):
+    from dreamrl.agent import Agent
+
+    real = Agent.policy
+    calls = {"n": 0}
+
+    def broken(self, obs, state, deterministic=False):
+        actions, state = real(self, obs, state, deterministic)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            actions = np.full_like(actions, np.nan)
+        return actions, state
+
+    monkeypatch.setattr(Agent, "policy", broken)
+
+    def pendulum(cfg, seed):
+        return GymEnv(gymnasium.make("Pendulum-v1"), cfg.env.size, seed=seed)
+
+    with pytest.raises(RunError, match="action from env 0 is not finite at env step 3"):
+        train(
+            config(**{"run.steps": 100, "run.envs": 1}),
+            tmp_path,
+            maker=pendulum,
+            out=io.StringIO(),
+            progress=False,
+        )

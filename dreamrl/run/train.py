@@ -311,6 +311,7 @@ class Trainer:
         metrics["fps/train"] = (self.state.updates - updates) / dt
         metrics["replay/steps"] = float(len(self.replay))
         metrics["env/restarts"] = float(self.pool.restarts)
+        metrics["replay/bad_chunks"] = float(len(getattr(self.replay, "bad_chunks", [])))
         metrics["time/elapsed"] = self.elapsed()
         self.logger.write(self.state.env_steps, metrics)
         self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
