@@ -260,6 +260,9 @@ class RunConfig:
         600.0,
         "Seconds over which env_restarts failures are counted (0: every failure since the envs started).",
     )
+    diagnose: bool = _doc(
+        True, "After each evaluation, compute world-model diagnostics on its episodes (never trained on)."
+    )
     skip_limit: int = _doc(
         10, "Consecutive updates skipped for a non-finite loss or gradient before the run stops."
     )

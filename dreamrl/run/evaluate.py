@@ -8,7 +8,7 @@ Every episode's seed comes from the evaluation seed stream, disjoint from traini
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     seeds: list[int]
+    episodes: list[dict[str, np.ndarray]] = field(default_factory=list)  # with record=True
 
     @property
     def mean(self) -> float:
@@ -55,14 +56,21 @@ def evaluate(
     seeds: Sequence[int],
     envs: int = 1,
     deterministic: bool = True,
+    record: bool = False,
 ) -> EvalResult:
-    """Run one episode per seed with ``agent.policy`` and return their scores."""
+    """Run one episode per seed with ``agent.policy`` and return their scores.
+
+    With ``record`` the result also holds every episode as arrays ``{key: [T, ...]}``:
+    the step dicts and, under ``action``, the action taken at each step (zeros on the
+    last). These episodes were never trained on: diagnostics use them as held-out data.
+    """
     episodes = len(seeds)
     slots = max(1, min(envs, episodes))
     plan = [list(range(i, episodes, slots)) for i in range(slots)]
     pool = [make_env() for _ in range(slots)]
     returns = [0.0] * episodes
     lengths = [0] * episodes
+    traces: list[list[dict[str, np.ndarray]]] = [[] for _ in range(episodes)]
     try:
         current = [p.pop(0) for p in plan]
         steps = [env.reset(seed=int(seeds[ep])) for env, ep in zip(pool, current)]
@@ -74,8 +82,12 @@ def evaluate(
             next_active = []
             keep_rows = []
             for row, i in enumerate(active):
+                if record:
+                    traces[current[i]].append({**steps[i], "action": actions[row]})
                 step = pool[i].step(actions[row])
                 ep = current[i]
+                if record and step["is_last"]:
+                    traces[ep].append({**step, "action": np.zeros_like(actions[row])})
                 returns[ep] += float(step["reward"])
                 lengths[ep] += 1
                 if not step["is_last"]:
@@ -94,4 +106,5 @@ def evaluate(
     finally:
         for env in pool:
             env.close()
-    return EvalResult(returns, lengths, [int(s) for s in seeds])
+    recorded = [{k: np.stack([s[k] for s in trace]) for k in trace[0]} for trace in traces] if record else []
+    return EvalResult(returns, lengths, [int(s) for s in seeds], recorded)

@@ -323,7 +323,7 @@ class Trainer:
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
         maker = functools.partial(self.maker, self.config, None)
-        result = evaluate(self.agent, maker, seeds, run.eval_envs)
+        result = evaluate(self.agent, maker, seeds, run.eval_envs, record=run.diagnose)
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
         state.last_eval_return = result.mean
@@ -342,6 +342,27 @@ class Trainer:
             f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
             f"over {len(result.returns)} episodes"
         )
+        if run.diagnose:
+            self.diagnose(result.episodes)
+
+    def diagnose(self, episodes: list[dict[str, np.ndarray]]) -> None:
+        """World-model diagnostics on the evaluation's episodes, logged and written."""
+        from dreamrl.diagnostics import run_diagnostics
+
+        d = run_diagnostics(self.agent, episodes, self.run_dir / "diagnostics", self.state.env_steps)
+        if d is None:
+            return  # every episode was shorter than one window
+        metrics = {
+            "diag/kl_1": d["kl"][0],
+            "diag/kl_H": d["kl"][-1],
+            "diag/reward_error_1": d["reward_error"][0],
+            "diag/reward_error_H": d["reward_error"][-1],
+            "diag/continue_error_H": d["continue_error"][-1],
+            "diag/drift_H": d["drift"][-1],
+            "diag/latent_perplexity": d["latent_perplexity"],
+        }
+        metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
+        self.logger.write(self.state.env_steps, metrics)
 
     def save(self) -> None:
         """Checkpoint everything a resume needs; weights that are not finite never are."""
