@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Debian's headless OpenGL for MuJoCo (DeepMind Control renders through OSMesa or EGL).
-DEBS := libosmesa6 libegl1 libgl1
+# Debian's headless OpenGL for MuJoCo (DeepMind Control renders through OSMesa or EGL);
+# chromium (large, accepted) opens the HTML report headless in its test.
+DEBS := libosmesa6 libegl1 libgl1 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 debs:
 	@if command -v apt-get >/dev/null; then \
@@ -38,6 +39,7 @@ test: setup
 demo: setup
 	$(BIN)/dreamrl train --env CartPole-v1 --logdir runs/demo --preset demo
 	$(BIN)/dreamrl eval --logdir runs/demo --episodes 20
+	$(BIN)/dreamrl report --logdir runs/demo
 
 # Learning checks of the README (tens of minutes to hours on a CPU).
 bench-learning: setup

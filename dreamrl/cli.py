@@ -2,6 +2,9 @@
 
     dreamrl train --env ID --logdir DIR [--steps N] [--preset NAME ...] [--seed S] [key=value ...]
     dreamrl eval --logdir DIR [--episodes N] [--seed S] [--json]
+    dreamrl diagnose --logdir DIR [--episodes N] [--context K] [--horizon H] [--json]
+    dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,b,... | --random]
+    dreamrl report --logdir DIR [DIR ...] [--out FILE]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
 
@@ -63,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
+    rep = sub.add_parser("report", help="write a self-contained HTML report of one or more run dirs")
+    rep.add_argument("--logdir", required=True, type=Path, nargs="+", metavar="DIR", help="run dirs")
+    rep.add_argument("--out", type=Path, help="HTML file to write (default: <first run dir>/report.html)")
+
+    from dreamrl.diagnostics.commands import add_parsers
+
+    add_parsers(sub)
     check = sub.add_parser("check-env", help="build an env as training would and check it")
     check.add_argument("env_id", metavar="ID", help="gymnasium id or suite id")
     check.add_argument("--steps", type=int, default=500, help="random-action steps to run")
@@ -153,6 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from dreamrl.agent import Agent
     from dreamrl.envs import TEST_STREAM, env_seed, make_env
+    from dreamrl.run import aggregate
     from dreamrl.run.checkpoint import find_agent_dir, load_loop_state
     from dreamrl.run.evaluate import evaluate
 
@@ -173,20 +184,60 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_steps = None
     if (ckpt / "loop.json").exists():
         env_steps = load_loop_state(ckpt)["env_steps"]
+    # Episodes are the runs of one task: IQM and median over episodes, and a stratified
+    # bootstrap CI of their mean (dreamrl/run/aggregate.py, rliable's definitions).
+    stats = aggregate.aggregate(result.returns)
+    ci_low, ci_high = stats["mean_ci"]
     summary = {
         **result.as_dict(),
         "env_steps": env_steps,
         "checkpoint": str(ckpt),
         "deterministic": not args.stochastic,
+        "task": config.task,
+        "iqm": stats["iqm"],
+        "median": stats["median"],
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "confidence": stats["confidence"],
     }
     print(
         f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "
         f"episodes (checkpoint at {env_steps} env steps, "
         f"{'stochastic' if args.stochastic else 'deterministic'} policy)"
     )
+    print(
+        f"IQM {stats['iqm']:.2f}, median {stats['median']:.2f}, mean {result.mean:.2f} "
+        f"(95% bootstrap CI {ci_low:.2f} to {ci_high:.2f})"
+    )
+    # A checkpoint dir is <run dir>/checkpoints/ckpt-N; save beside the run's other results.
+    run_dir = args.logdir.parent.parent if (args.logdir / "agent.json").is_file() else args.logdir
+    if (run_dir / "config.json").is_file() and env_steps is not None:
+        suffix = "-stochastic" if args.stochastic else ""  # never overwrites a deterministic result
+        out = run_dir / "eval" / f"eval-{env_steps}{suffix}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"Saved: {out}")
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from dreamrl.diagnostics.commands import cmd_diagnose as run
+
+    return run(args)
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from dreamrl.diagnostics.commands import cmd_whatif as run
+
+    return run(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dreamrl.report import cmd_report as report
+
+    return report(args.logdir, args.out)
 
 
 def cmd_check_env(args: argparse.Namespace) -> int:
@@ -256,7 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dreamrl.run.allocator import tune_allocator
 
     tune_allocator()
-    handlers = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env, "config": cmd_config}
+    handlers = {
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "report": cmd_report,
+        "diagnose": cmd_diagnose,
+        "whatif": cmd_whatif,
+        "check-env": cmd_check_env,
+        "config": cmd_config,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as e:

@@ -15,7 +15,8 @@ from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0"]
+# One torch thread: on a busy 2-core machine two threads per run contend badly.
+FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0", "run.threads=1"]
 
 
 def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -172,3 +173,38 @@ def test_module_env_id_and_pixels(tmp_path):
     assert "image uint8[64, 64, 3]" in proc.stdout
     agent = Agent.load(logdir)
     assert agent.obs_space["image"].shape == (64, 64, 3)
+
+
+def test_diagnose_and_whatif_write_into_the_run_dir(trained, tmp_path):
+    import shutil
+
+    logdir = tmp_path / "diag"
+    shutil.copytree(trained, logdir)
+    proc = dreamrl(
+        "diagnose", "--logdir", str(logdir), "--episodes", "4", "--context", "4", "--horizon", "3", "--json"
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["horizon"] == 3 and len(result["kl"]) == 3
+    assert "Weakest" in result["summary"] or "No component" in result["summary"]
+    assert (logdir / "diagnostics" / result["images"]["openloop"]).is_file()
+    proc = dreamrl(
+        "whatif", "--logdir", str(logdir), "--t", "2", "--horizon", "3", "--constant", "1", "--json"
+    )
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["t"] == 2 and record["actions"] == "constant action 1"
+    assert len(record["counterfactual"]["rewards"]) == record["horizon"] <= 3
+    assert (logdir / "whatif" / record["image"]).is_file()
+    proc = dreamrl("report", "--logdir", str(logdir))
+    html = (logdir / "report.html").read_text()
+    assert "constant action 1" in html and "openloop" in html
+
+
+def test_diagnose_outside_a_run_dir_needs_out(trained, tmp_path):
+    import shutil
+
+    from dreamrl.run.checkpoint import list_checkpoints
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(list_checkpoints(trained)[-1][1], ckpt)
+    proc = dreamrl("diagnose", "--logdir", str(ckpt), check=False)
+    assert proc.returncode == 2 and "--out" in proc.stderr
