@@ -3,7 +3,7 @@
     dreamrl train --env ID --logdir DIR [--steps N] [--preset NAME ...] [--seed S] [key=value ...]
     dreamrl eval --logdir DIR [--episodes N] [--seed S] [--json]
     dreamrl diagnose --logdir DIR [--episodes N] [--context K] [--horizon H] [--json]
-    dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,b,... | --random]
+    dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,... | --policy | --random]
     dreamrl report --logdir DIR [DIR ...] [--out FILE]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]

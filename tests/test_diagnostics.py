@@ -50,7 +50,7 @@ class Oracle:
         index = batch.obs["vector"].reshape(*batch.obs["vector"].shape[:2], C, S).argmax(-2)
         return Latent(torch.zeros(*index.shape[:2], 1), onehot_state(index)), log_probs(index)
 
-    def imagine(self, start, actions, generator):
+    def imagine(self, start, actions, generator, horizon):
         index = self.index(start)
         states = []
         for h in range(actions.shape[1]):
@@ -154,3 +154,16 @@ def test_run_diagnostics_writes_json_and_picture(tmp_path):
     assert saved["horizon"] == 3 and len(saved["kl"]) == 3 and saved["summary"]
     assert (tmp_path / saved["images"]["openloop"]).read_bytes()[:4] == b"\x89PNG"
     assert run_diagnostics(agent, result.episodes, None, 0, context=200, horizon=15) is None  # too short
+
+
+def test_counterfactual_under_the_agents_own_policy():
+    from dreamrl.agent import Agent
+    from dreamrl.envs import make_env
+    from dreamrl.run.evaluate import evaluate
+
+    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    episode = evaluate(agent, functools.partial(make_env, agent.config, None), [11], record=True).episodes[0]
+    result = whatif(agent, episode, 2, "policy", 4, "the agent's policy", seed=1)
+    assert len(result.counterfactual.rewards) == 4 and result.description == "the agent's policy"
+    with pytest.raises(ValueError, match="policy"):
+        whatif(agent, episode, 2, "nonsense", 4)

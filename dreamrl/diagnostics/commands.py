@@ -39,6 +39,7 @@ def add_parsers(sub: Any) -> None:
     branch.add_argument("--constant", help="one action repeated (an index, or a value for every dim)")
     branch.add_argument("--actions", help="comma-separated actions (indices or values), one per step")
     branch.add_argument("--random", action="store_true", help="uniformly random actions (the default)")
+    branch.add_argument("--policy", action="store_true", help="the agent's own actor, acting in imagination")
     what.add_argument("--out", type=Path, help="where to write (default: the run dir's whatif/)")
     what.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -110,6 +111,8 @@ def _parse_actions(agent: Any, args: argparse.Namespace, horizon: int, rng: np.r
         value = float(args.constant)
         actions = np.full((horizon, *space.shape), value, np.float32 if not space.discrete else np.int64)
         return actions, f"constant action {args.constant}"
+    if args.policy:
+        return "policy", "the agent's policy"
     if args.actions is not None:
         values = [float(v) for v in args.actions.split(",") if v.strip()]
         if len(values) < horizon:

@@ -11,6 +11,7 @@ one, and a wrong one whose errors grow with the horizon).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,8 @@ import torch
 
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch
+
+Actions = torch.Tensor | Callable[[Latent], torch.Tensor]
 
 
 class ModelView(Protocol):
@@ -30,10 +33,11 @@ class ModelView(Protocol):
         ...
 
     def imagine(
-        self, start: Latent, actions: torch.Tensor, generator: torch.Generator
+        self, start: Latent, actions: Actions, generator: torch.Generator, horizon: int
     ) -> tuple[Latent, torch.Tensor]:
-        """States ``[B, H, ...]`` reached from ``start [B, ...]`` under ``actions
-        [B, H, A]`` (model format) with only the prior, and the prior log-probs."""
+        """States ``[B, H, ...]`` reached from ``start [B, ...]`` with only the prior,
+        under ``actions [B, H, A]`` (model format) or a policy (a function of the state
+        giving ``[B, A]``), and the prior log-probs."""
         ...
 
     def decode(self, latent: Latent) -> dict[str, torch.Tensor]:
@@ -71,13 +75,14 @@ def latent_index(latent: Latent, sl: slice) -> Latent:
 
 @torch.no_grad()
 def rollout(
-    view: ModelView, batch: Batch, context: int, actions: torch.Tensor | None = None, seed: int = 0
+    view: ModelView, batch: Batch, context: int, actions: Actions | None = None, seed: int = 0
 ) -> Rollout:
     """Observe ``context`` steps of ``batch`` then imagine the rest of its length.
 
-    ``actions [B, H, A]`` (model format) replace the recorded actions for the imagined
-    steps: a counterfactual. By default the recorded ones are used: the action taken
-    at step t leads to step t+1, so the imagined steps follow ``batch.action[:, K-1:-1]``.
+    ``actions [B, H, A]`` (model format), or a policy choosing them from the imagined
+    state, replace the recorded actions for the imagined steps: a counterfactual. By
+    default the recorded ones are used: the action taken at step t leads to step t+1,
+    so the imagined steps follow ``batch.action[:, K-1:-1]``.
     """
     T = batch.is_first.shape[1]
     horizon = T - context
@@ -87,9 +92,9 @@ def rollout(
     posterior, post_logits = view.observe(batch, gen)
     start = Latent(posterior.deter[:, context - 1], posterior.stoch[:, context - 1])
     taken = batch.action[:, context - 1 : T - 1] if actions is None else actions
-    if taken.shape[1] != horizon:
+    if isinstance(taken, torch.Tensor) and taken.shape[1] != horizon:
         raise ValueError(f"actions cover {taken.shape[1]} steps, the horizon is {horizon}")
-    imagined, prior_logits = view.imagine(start, taken, gen)
+    imagined, prior_logits = view.imagine(start, taken, gen, horizon)
     observed = view.decode(latent_index(posterior, slice(0, context)))
     dreamed = view.decode(imagined)
     recon = {k: torch.cat([observed[k], dreamed[k]], 1) for k in observed}
@@ -124,9 +129,9 @@ class WorldModelView:
         return observed.posterior, observed.post_logits
 
     def imagine(
-        self, start: Latent, actions: torch.Tensor, generator: torch.Generator
+        self, start: Latent, actions: Actions, generator: torch.Generator, horizon: int
     ) -> tuple[Latent, torch.Tensor]:
-        traj, _ = self.wm.rssm.imagine(start, actions, actions.shape[1], generator)
+        traj, _ = self.wm.rssm.imagine(start, actions, horizon, generator)
         states = latent_index(traj, slice(1, None))
         return states, self.wm.rssm.prior_logits(states.deter)
 

@@ -76,15 +76,16 @@ def whatif(
     agent: Any,
     episode: dict[str, np.ndarray],
     t: int,
-    actions: np.ndarray,
+    actions: np.ndarray | str,
     horizon: int = 15,
     description: str = "",
     seed: int = 0,
 ) -> WhatIf:
     """Roll the world model forward from step ``t`` of ``episode`` (arrays ``[T, ...]``
     as :func:`~dreamrl.run.evaluate.evaluate` records them) under the recorded actions
-    and under ``actions`` (env format, at least ``horizon`` of them), ``horizon`` steps
-    or to the episode's end."""
+    and under ``actions``: env-format actions (at least ``horizon`` of them), or
+    ``"policy"`` for the agent's own actor choosing in imagination (its mode).
+    ``horizon`` steps, or to the episode's end."""
     length = len(episode["reward"])
     if not 0 <= t < length - 1:
         raise ValueError(f"t={t} must leave at least one step of the {length}-step episode after it")
@@ -93,7 +94,16 @@ def whatif(
     batch = agent.to_batch(window)
     view = WorldModelView(agent)
     factual = rollout(view, batch, t + 1, seed=seed)
-    other = rollout(view, batch, t + 1, model_actions(agent, np.asarray(actions)[:horizon]), seed=seed)
+    if isinstance(actions, str):
+        if actions != "policy":
+            raise ValueError(f"actions {actions!r}: give an array of actions or 'policy'")
+
+        def policy(state: Any) -> torch.Tensor:
+            return agent.ac.actor(state.features()).mode()  # type: ignore[no-any-return]
+
+        other = rollout(view, batch, t + 1, policy, seed=seed)
+    else:
+        other = rollout(view, batch, t + 1, model_actions(agent, np.asarray(actions)[:horizon]), seed=seed)
     real_frames = {k: episode[k][t + 1 : t + 1 + horizon] for k in agent.obs_space}
     real_cont = (1.0 - episode["is_terminal"][t + 1 : t + 1 + horizon].astype(np.float32)).tolist()
     real = Branch(episode["reward"][t + 1 : t + 1 + horizon].tolist(), real_cont, real_frames)
