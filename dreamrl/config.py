@@ -286,6 +286,11 @@ class DMCConfig:
         "colour per episode) or 'noise' (moving noise behind the scene).",
     )
     eval_distractor: str = _doc("none", "Visual distractor in evaluation envs (same choices).")
+    fast_render: bool = _doc(
+        False,
+        "Render without shadows and reflections: several times faster on a CPU; objects cast no "
+        "shadow and the floor mirrors nothing (docs/performance.md shows both).",
+    )
 
 
 @dataclass(frozen=True)

@@ -290,3 +290,31 @@ def test_make_env_unknown_id_names_it():
         make_env(Config(task="dmc:walker_fly"), seed=0)
     with pytest.raises(ConfigError, match="task"):
         make_env(Config(), seed=0)
+
+
+def test_step_async_then_wait_equals_step():
+    """The split call the train loop overlaps with training gives the same steps."""
+    import functools as ft
+
+    from dreamrl.envs import GymEnv
+
+    def factory(seed):
+        return GymEnv(gymnasium.make("CartPole-v1"), (64, 64), seed=seed)
+
+    a = EnvPool([ft.partial(factory, 1), ft.partial(factory, 2)], "inline")
+    b = EnvPool([ft.partial(factory, 1), ft.partial(factory, 2)], "inline")
+    actions = np.array([0, 1])
+    for _ in range(30):
+        one = a.step(actions)
+        b.step_async(actions)
+        two = b.step_wait()
+        for key in one:
+            np.testing.assert_array_equal(one[key], two[key])
+    b.step_async(actions)
+    with pytest.raises(RuntimeError, match="twice"):
+        b.step_async(actions)
+    b.step_wait()
+    with pytest.raises(RuntimeError, match="without step_async"):
+        b.step_wait()
+    a.close()
+    b.close()

@@ -9,6 +9,9 @@ Rendering is headless. MuJoCo's GL backend is chosen here, when the first env is
 never at import: ``MUJOCO_GL`` if the user set it, else EGL where a GPU driver answers,
 else OSMesa (software, Debian's libosmesa6).
 
+``env.dmc.fast_render`` turns off shadows and reflections, which take most of a
+software renderer's time (objects then cast no shadow, the floor mirrors nothing).
+
 Suite episodes end by their time limit (1,000 physics steps): that is a truncation,
 ``is_last`` without ``is_terminal``; a zero discount from the task is a terminal state.
 
@@ -97,7 +100,9 @@ def make(name: str, config: Config, seed: int | None, mode: str) -> DMCEnv:
     camera = DEFAULT_CAMERAS.get(domain, 0) if cfg.camera == -1 else cfg.camera
     distractor = cfg.eval_distractor if mode == "eval" else cfg.distractor
     size = (int(config.env.size[0]), int(config.env.size[1]))
-    return DMCEnv(env, size, cfg.image, cfg.proprio, camera, config.env.repeat, distractor, seed)
+    return DMCEnv(
+        env, size, cfg.image, cfg.proprio, camera, config.env.repeat, distractor, seed, cfg.fast_render
+    )
 
 
 class DMCEnv:
@@ -113,12 +118,15 @@ class DMCEnv:
         repeat: int = 1,
         distractor: str = "none",
         seed: int | None = None,
+        fast_render: bool = False,
     ):
         self.env = env
         self.size = size
         self.camera = camera
         self.repeat = repeat
         self.image = image
+        # Shadows and reflections take most of a software renderer's time at 64x64.
+        self.render_flags = {"shadow": False, "reflection": False} if fast_render else None
         self.distractor = Distractor(distractor, size, seed) if image and distractor != "none" else None
         entries = []
         if proprio:
@@ -144,7 +152,7 @@ class DMCEnv:
         """The camera image ``uint8 [H, W, 3]``, with the distractor painted in."""
         physics = self.env.physics
         h, w = self.size
-        frame = physics.render(h, w, camera_id=self.camera)
+        frame = physics.render(h, w, camera_id=self.camera, render_flag_overrides=self.render_flags)
         if self.distractor is not None:
             segmentation = physics.render(h, w, camera_id=self.camera, segmentation=True)
             frame = self.distractor.paint(frame, segmentation[..., 0] == -1)

@@ -295,6 +295,7 @@ class EnvPool:
         self._needs_reset = np.ones(self.size, bool)
         self.episode_seed = episode_seed
         self.episodes = np.zeros(self.size, np.int64)  # episodes started per env
+        self._pending: tuple[np.ndarray, dict[int, _WorkerError]] | None = None
 
     def _reset_seed(self, i: int) -> int | None:
         """The seed of env ``i``'s next episode (and count it), if seeds are given."""
@@ -308,6 +309,15 @@ class EnvPool:
         All requests go out before any answer is awaited, so process workers step in
         parallel and one deadline covers them all; failed envs are restarted afterwards.
         """
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send every env its step (or reset) and return at once: process workers step
+        while the caller does something else, such as training. :meth:`step_wait` then
+        collects the answers; nothing else may be called in between."""
+        if self._pending is not None:
+            raise RuntimeError("step_async called twice without step_wait")
         reset = self._needs_reset.copy()
         failures: dict[int, _WorkerError] = {}
         for i, slot in enumerate(self._slots):
@@ -315,6 +325,18 @@ class EnvPool:
                 slot.send("reset", self._reset_seed(i)) if reset[i] else slot.send("step", actions[i])
             except _WorkerError as e:
                 failures[i] = e
+        self._pending = (reset, failures)
+
+    def step_wait(self) -> dict[str, np.ndarray]:
+        """The stacked steps of the last :meth:`step_async`, failed envs restarted.
+
+        The timeout counts from here, not from the send, so time the caller spent
+        training in between is never mistaken for a hung env.
+        """
+        if self._pending is None:
+            raise RuntimeError("step_wait called without step_async")
+        reset, failures = self._pending
+        self._pending = None
         deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
         answers: dict[int, Step] = {}
         for i, slot in enumerate(self._slots):

@@ -384,7 +384,11 @@ class Trainer:
         self.last_save = time.time()
 
     def _step_envs(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        obs = self.pool.step(actions)
+        self.pool.step_async(actions)
+        return self._wait_envs()
+
+    def _wait_envs(self) -> dict[str, np.ndarray]:
+        obs = self.pool.step_wait()
         for line in self.pool.last_errors:  # env restarts, said once each
             self.bar.note(line)
         self.pool.last_errors.clear()
@@ -398,6 +402,9 @@ class Trainer:
             obs = self.obs if self.obs is not None else self._step_envs(actions)
             while state.env_steps < run.steps:
                 actions = self.collect(obs)
+                # Worker processes step the envs while the agent trains: the loop takes
+                # about max(env, train) per step rather than their sum.
+                self.pool.step_async(actions)
                 self.train()
                 self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
                 now = time.time()
@@ -407,10 +414,11 @@ class Trainer:
                     self.evaluate()
                     if stop is not None and stop(state):
                         self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
+                        self._wait_envs()  # collect the step in flight before leaving
                         break
                 if now - self.last_save >= run.save_every:
                     self.save()
-                obs = self._step_envs(actions)
+                obs = self._wait_envs()
             if state.last_eval != state.env_steps or not run.eval_every:
                 self.evaluate()
             self.log(time.time())
