@@ -5,6 +5,7 @@
     dreamrl diagnose --logdir DIR [--episodes N] [--context K] [--horizon H] [--json]
     dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,... | --policy | --random]
     dreamrl report --logdir DIR [DIR ...] [--out FILE]
+    dreamrl bench --env ID [--preset NAME ...] [--train-steps N] [--json] [key=value ...]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
 
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     from dreamrl.diagnostics.commands import add_parsers
 
     add_parsers(sub)
+    bench = sub.add_parser("bench", help="time train steps and count their FLOPs on this machine")
+    bench.add_argument("--train-steps", type=int, default=5, help="train steps to time")
+    bench.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    config_args(bench)
+
     check = sub.add_parser("check-env", help="build an env as training would and check it")
     check.add_argument("env_id", metavar="ID", help="gymnasium id or suite id")
     check.add_argument("--steps", type=int, default=500, help="random-action steps to run")
@@ -222,6 +228,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dreamrl.run.bench import bench, describe
+
+    config = resolve(args)
+    _set_threads(config)
+    result = bench(config, train_steps=args.train_steps)
+    print(describe(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from dreamrl.diagnostics.commands import cmd_diagnose as run
 
@@ -311,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train,
         "eval": cmd_eval,
         "report": cmd_report,
+        "bench": cmd_bench,
         "diagnose": cmd_diagnose,
         "whatif": cmd_whatif,
         "check-env": cmd_check_env,

@@ -208,3 +208,24 @@ def test_diagnose_outside_a_run_dir_needs_out(trained, tmp_path):
     shutil.copytree(list_checkpoints(trained)[-1][1], ckpt)
     proc = dreamrl("diagnose", "--logdir", str(ckpt), check=False)
     assert proc.returncode == 2 and "--out" in proc.stderr
+
+
+def test_bench_prints_its_figures_as_json():
+    proc = dreamrl(
+        "bench", "--env", "CartPole-v1", "--preset", "debug", "--train-steps", "2", "--json", "run.threads=1"
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in (
+        "train_steps_per_s",
+        "gflop_per_step",
+        "achieved_gflops",
+        "peak_gflops",
+        "params",
+        "peak_rss_mb",
+        "policy_step_ms",
+        "replay_sample_ms",
+        "env_steps_per_s",
+    ):
+        assert result[key] > 0, key
+    assert result["achieved_gflops"] == pytest.approx(result["gflop_per_step"] * result["train_steps_per_s"])
+    assert "GFLOP/s" in proc.stdout

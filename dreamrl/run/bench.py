@@ -1,0 +1,163 @@
+"""``dreamrl bench``: how fast training runs here, and how close to the hardware.
+
+Times full train steps (world model plus actor-critic update) after a warm-up, counts
+their floating-point operations with torch's FLOP counter, and measures a large float32
+matrix product in the same process as the peak to compare against. Also times the
+policy (one batched acting step), a replay sample, and the chosen env's steps.
+
+Train steps run on replay batches of random data shaped like the env's: a step's cost
+does not depend on what the numbers are, and no minutes go into collecting them.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamrl.config import Config
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
+    """GFLOP/s of a ``size`` x ``size`` float32 matrix product, the best of ``repeats``."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b  # warm up
+    best = 0.0
+    for _ in range(repeats):
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def random_batch(
+    spaces: dict[str, Any], batch: int, length: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Replay-shaped random data, episodes starting at every sequence's first step."""
+    out = {}
+    for key, space in spaces.items():
+        shape = (batch, length, *space.shape)
+        if space.dtype == "uint8":
+            out[key] = rng.integers(0, 256, shape, dtype=np.uint8)
+        elif space.dtype == "bool":
+            out[key] = np.zeros(shape, bool)
+        elif space.discrete:
+            out[key] = rng.integers(0, space.classes, shape).astype(np.int32)
+        else:
+            out[key] = rng.uniform(-1, 1, shape).astype(np.float32)
+    out["is_first"][:, 0] = True
+    return out
+
+
+def env_steps_per_s(env: Any, steps: int, rng: np.random.Generator) -> float:
+    """Agent steps per second of ``env`` under random actions, resets included."""
+    from dreamrl.envs.check import random_action
+
+    step = env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step = env.reset() if step["is_last"] else env.step(random_action(env.act_space, rng))
+    return steps / (time.perf_counter() - start)
+
+
+def bench(config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int = 200) -> dict[str, Any]:
+    """Every figure of ``dreamrl bench`` for ``config`` (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dreamrl.agent import Agent
+    from dreamrl.envs import make_env
+    from dreamrl.replay import Replay
+    from dreamrl.run.train import replay_spaces
+
+    rng = np.random.default_rng(0)
+    env = make_env(config, 0)
+    try:
+        env_fps = env_steps_per_s(env, env_steps, rng)
+        obs_space, act_space = env.obs_space, env.act_space
+    finally:
+        env.close()
+    agent = Agent(config, obs_space, act_space)
+    B, T = config.batch_size, config.batch_length
+    spaces = replay_spaces(obs_space, act_space)
+    replay = Replay(spaces, max(4 * B * T, 4096), 1, T, online=False)
+    filler = random_batch(spaces, 1, 4 * B * T, rng)
+    for t in range(filler["reward"].shape[1]):
+        replay.add({k: v[:, t] for k, v in filler.items()})
+    sample_s = _median_seconds(lambda: replay.sample(B), 20)
+    data = random_batch(spaces, B, T, rng)
+    for _ in range(warmup):
+        agent.train_step(data)
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step(data)
+    flop = counter.get_total_flops()
+    sync = torch.cuda.synchronize if agent.device.type == "cuda" else (lambda: None)
+
+    def step() -> None:
+        agent.train_step(data)
+        sync()
+
+    step_s = _median_seconds(step, train_steps)
+    envs = config.run.envs
+    obs = {k: v[:envs, 0] for k, v in random_batch(spaces, envs, 1, rng).items() if k in obs_space}
+    obs["is_first"] = np.ones(envs, bool)
+    state = agent.policy(obs, None)[1]
+    policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
+    peak = matmul_peak_gflops(device=agent.device)
+    return {
+        "task": config.task,
+        "device": str(agent.device),
+        "threads": torch.get_num_threads(),
+        "presets": list(config.presets),
+        "params": agent.param_count(),
+        "batch": [B, T],
+        "train_steps_per_s": 1.0 / step_s,
+        "train_step_s": step_s,
+        "gflop_per_step": flop / 1e9,
+        "achieved_gflops": flop / 1e9 / step_s,
+        "peak_gflops": peak,
+        "peak_fraction": flop / 1e9 / step_s / peak,
+        "policy_step_ms": 1000 * policy_s,
+        "policy_envs": envs,
+        "replay_sample_ms": 1000 * sample_s,
+        "env_steps_per_s": env_fps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def describe(r: dict[str, Any]) -> str:
+    """The figures as lines for a person."""
+    presets = " ".join(r["presets"]) or "none"
+    batch = f"{r['batch'][0]}x{r['batch'][1]}"
+    return "\n".join(
+        [
+            f"dreamrl bench {r['task']} on {r['device']} ({r['threads']} threads), presets {presets}, "
+            f"{r['params']:,} parameters, batch {batch}",
+            f"  train step        {r['train_step_s']:.3f} s  ({r['train_steps_per_s']:.2f} steps/s)",
+            f"  FLOPs per step    {r['gflop_per_step']:.1f} GFLOP (torch's FLOP counter)",
+            f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
+            f"matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here",
+            f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
+            f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch",
+            f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
+            f"  peak memory       {r['peak_rss_mb']:.0f} MB resident",
+        ]
+    )
