@@ -33,10 +33,9 @@ def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    logdir = tmp_path_factory.mktemp("run") / "cartpole"
-    dreamrl(
+def train_args(logdir: Path, steps: int) -> list[str]:
+    """The debug CartPole training command for ``steps`` env steps."""
+    return [
         "train",
         "--env",
         "CartPole-v1",
@@ -45,10 +44,16 @@ def trained(tmp_path_factory) -> Path:
         "--preset",
         "debug",
         "--steps",
-        "300",
+        str(steps),
         "--no-progress",
         *FAST,
-    )
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("run") / "cartpole"
+    dreamrl(*train_args(logdir, 300))
     return logdir
 
 
@@ -78,19 +83,7 @@ def test_rerun_resumes_where_it_stopped(trained, tmp_path):
 
     logdir = tmp_path / "resumed"
     shutil.copytree(trained, logdir)
-    proc = dreamrl(
-        "train",
-        "--env",
-        "CartPole-v1",
-        "--logdir",
-        str(logdir),
-        "--preset",
-        "debug",
-        "--steps",
-        "400",
-        "--no-progress",
-        *FAST,
-    )
+    proc = dreamrl(*train_args(logdir, 400))
     assert "Resuming from ckpt-000000000300" in proc.stdout
     assert list_checkpoints(logdir)[-1][0] == 400
     agent = Agent.load(logdir)

@@ -42,6 +42,21 @@ class Env(Protocol):
     def close(self) -> None: ...
 
 
+class SpacesFromConverters:
+    """The two space properties of :class:`Env`, read off the env's converters."""
+
+    obs_converter: ObsConverter
+    act_converter: ActionConverter
+
+    @property
+    def obs_space(self) -> dict[str, Space]:
+        return self.obs_converter.spaces
+
+    @property
+    def act_space(self) -> Space:
+        return self.act_converter.space
+
+
 def pack(obs: dict[str, np.ndarray], reward: float, first: bool, last: bool, terminal: bool) -> Step:
     """A step dict from an observation and the four step fields."""
     return {

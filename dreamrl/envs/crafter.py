@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from dreamrl.config import Config, ConfigError
-from dreamrl.envs.base import Step, pack
+from dreamrl.envs.base import SpacesFromConverters, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter, ObsEntry
-from dreamrl.envs.spaces import Space
 
 ACTIONS = 17  # len(crafter.constants.actions): noop, 4 moves, do, sleep, 4 places, 6 makes
 LENGTH = 10_000  # crafter's default episode length, in steps
@@ -44,7 +43,7 @@ def flags(done: bool, info: dict[str, Any]) -> tuple[bool, bool]:
     return bool(done) or terminal, terminal
 
 
-class CrafterEnv:
+class CrafterEnv(SpacesFromConverters):
     """One crafter world speaking step dicts."""
 
     def __init__(self, size: tuple[int, int], seed: int | None = None, length: int = LENGTH):
@@ -67,14 +66,6 @@ class CrafterEnv:
         # Crafter's size is (width, height), ours (H, W). Its observation_space
         # reports (W, H, 3) although frames are [H, W, 3], so it is not read here.
         return self._crafter.Env(size=(self.size[1], self.size[0]), length=self.length, seed=int(seed))
-
-    @property
-    def obs_space(self) -> dict[str, Space]:
-        return self.obs_converter.spaces
-
-    @property
-    def act_space(self) -> Space:
-        return self.act_converter.space
 
     def reset(self, seed: int | None = None) -> Step:
         """Start an episode; with ``seed`` a fresh world from that seed, without one

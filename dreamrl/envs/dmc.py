@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 
 from dreamrl.config import Config, ConfigError
-from dreamrl.envs.base import Step, pack
+from dreamrl.envs.base import SpacesFromConverters, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter, ObsEntry, resize_image
-from dreamrl.envs.spaces import Space
 
 DEFAULT_CAMERAS = {"quadruped": 2}
 ALIASES = {"cup": "ball_in_cup"}
@@ -105,7 +104,7 @@ def make(name: str, config: Config, seed: int | None, mode: str) -> DMCEnv:
     )
 
 
-class DMCEnv:
+class DMCEnv(SpacesFromConverters):
     """One dm_control environment speaking step dicts."""
 
     def __init__(
@@ -139,14 +138,6 @@ class DMCEnv:
         low = np.asarray(spec.minimum, np.float64).flatten()
         high = np.asarray(spec.maximum, np.float64).flatten()
         self.act_converter = ActionConverter(0, low, high, tuple(spec.shape))
-
-    @property
-    def obs_space(self) -> dict[str, Space]:
-        return self.obs_converter.spaces
-
-    @property
-    def act_space(self) -> Space:
-        return self.act_converter.space
 
     def render(self) -> np.ndarray:
         """The camera image ``uint8 [H, W, 3]``, with the distractor painted in."""

@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from dreamrl.envs.base import Step, pack
+from dreamrl.envs.base import SpacesFromConverters, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.envs.spaces import Space
 
 
-class GymEnv:
+class GymEnv(SpacesFromConverters):
     """One gymnasium env speaking step dicts, with action repeat."""
 
     def __init__(
@@ -28,14 +27,6 @@ class GymEnv:
         self._seed = seed
         if seed is not None:
             env.action_space.seed(seed)
-
-    @property
-    def obs_space(self) -> dict[str, Space]:
-        return self.obs_converter.spaces
-
-    @property
-    def act_space(self) -> Space:
-        return self.act_converter.space
 
     def bounds(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Declared ``(low, high)`` of each vector key whose gymnasium Box has them."""
