@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.profiler import record_function
 
 from dreamrl import __version__
 from dreamrl.behavior import ActorCritic, Imagined, imag_loss, repl_loss
@@ -146,7 +147,7 @@ class Agent:
         # Imagine H steps from every posterior state (the last K with imag_last=K).
         K = min(cfg.imag_last or T, T)
         starts = Latent(post.deter[:, T - K :], post.stoch[:, T - K :]).flatten_batch()
-        with torch.no_grad():
+        with record_function("ac/imagine"), torch.no_grad():
 
             def act(state: Latent) -> torch.Tensor:
                 return self.ac.actor(state.features()).sample(self.train_gen)
@@ -157,19 +158,20 @@ class Agent:
         feat = traj.features()  # [N, H+1, F], no gradient to the world model
         if cfg.ac_grads:
             feat = torch.cat([starts.features()[:, None], feat[:, 1:]], 1)
-        with torch.no_grad():
-            reward = self.wm.reward.mean(self.wm.reward(feat))
-            cont = torch.sigmoid(self.wm.cont(feat))
-            slow_logits = self.ac.slow_critic(feat)
-        imag, ret, ac_metrics = imag_loss(
-            Imagined(actions, reward, cont),
-            self.ac.actor(feat),
-            self.ac.critic(feat),
-            slow_logits,
-            self.ac.critic,
-            self.ac.retnorm,
-            cfg,
-        )
+        with record_function("ac/loss"):
+            with torch.no_grad():
+                reward = self.wm.reward.mean(self.wm.reward(feat))
+                cont = torch.sigmoid(self.wm.cont(feat))
+                slow_logits = self.ac.slow_critic(feat)
+            imag, ret, ac_metrics = imag_loss(
+                Imagined(actions, reward, cont),
+                self.ac.actor(feat),
+                self.ac.critic(feat),
+                slow_logits,
+                self.ac.critic,
+                self.ac.retnorm,
+                cfg,
+            )
         losses.update(imag)
         metrics.update(ac_metrics)
 
@@ -212,15 +214,17 @@ class Agent:
         if not torch.isfinite(total):
             self.nonfinite = [k for k, v in losses.items() if not torch.isfinite(v).all()] or ["total"]
             return self._skip()
-        total.backward()
+        with record_function("backward"):
+            total.backward()
         grads = [p.grad for p in self.opt.param_groups[0]["params"] if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if not torch.isfinite(grad_norm):
             self.nonfinite = ["gradient"]
             self.opt.zero_grad(set_to_none=True)
             return self._skip()
-        self.opt.step()
-        self.ac.update_slow_critic()
+        with record_function("optimizer"):
+            self.opt.step()
+            self.ac.update_slow_critic()
         self.updates += 1
         out = {f"loss/{k}": v.detach().mean() for k, v in losses.items()}
         out.update(metrics)

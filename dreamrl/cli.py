@@ -5,7 +5,7 @@
     dreamrl diagnose --logdir DIR [--episodes N] [--context K] [--horizon H] [--json]
     dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,... | --policy | --random]
     dreamrl report --logdir DIR [DIR ...] [--out FILE]
-    dreamrl bench --env ID [--preset NAME ...] [--train-steps N] [--json] [key=value ...]
+    dreamrl bench --env ID [--preset NAME ...] [--train-steps N] [--profile N] [--json] [key=value ...]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
 
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time train steps and count their FLOPs on this machine")
     bench.add_argument("--train-steps", type=int, default=5, help="train steps to time")
     bench.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    bench.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile one step: time per phase and the N operators with the most self time",
+    )
     config_args(bench)
 
     check = sub.add_parser("check-env", help="build an env as training would and check it")
@@ -233,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = resolve(args)
     _set_threads(config)
-    result = bench(config, train_steps=args.train_steps)
+    result = bench(config, train_steps=args.train_steps, profile=args.profile)
     print(describe(result))
     if args.json:
         print(json.dumps(result))

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from dreamrl.config import AgentConfig
 from dreamrl.envs.spaces import Space, action_width
@@ -64,21 +65,27 @@ class WorldModel(nn.Module):
         metrics. Loss names: every observation key (reconstruction), ``rew``, ``con``,
         ``dyn``, ``rep``."""
         B, T = batch.is_first.shape
-        embed = self.encoder(batch.obs)
-        observed = self.rssm.observe(start, embed, previous_actions(batch.action), batch.is_first, generator)
+        # Named phases show up in `dreamrl bench --profile` (and cost nothing otherwise).
+        with record_function("wm/encode"):
+            embed = self.encoder(batch.obs)
+        with record_function("wm/observe"):
+            actions = previous_actions(batch.action)
+            observed = self.rssm.observe(start, embed, actions, batch.is_first, generator)
         post = observed.posterior
         feat = post.features()  # [B, T, F]
         losses: dict[str, torch.Tensor] = {}
         dyn, rep = kl_losses(observed.post_logits, observed.prior_logits, self.cfg.dyn.rssm.free_nats)
         losses["dyn"], losses["rep"] = dyn, rep
-        recon = self.decoder(post.deter.flatten(0, 1), post.stoch.flatten(0, 1).flatten(-2))
-        flat_obs = {k: v.flatten(0, 1) for k, v in batch.obs.items()}
-        for key, value in self.decoder.loss(recon, flat_obs).items():
-            losses[key] = value.view(B, T)
-        reward_feat = feat if self.cfg.reward_grad else feat.detach()
-        losses["rew"] = self.reward.loss(self.reward(reward_feat), batch.reward)
-        target = continue_target(batch.is_terminal, self.cfg.horizon, self.cfg.contdisc)
-        losses["con"] = -D.bernoulli_logp(self.cont(feat), target)
+        with record_function("wm/decode"):
+            recon = self.decoder(post.deter.flatten(0, 1), post.stoch.flatten(0, 1).flatten(-2))
+            flat_obs = {k: v.flatten(0, 1) for k, v in batch.obs.items()}
+            for key, value in self.decoder.loss(recon, flat_obs).items():
+                losses[key] = value.view(B, T)
+        with record_function("wm/heads"):
+            reward_feat = feat if self.cfg.reward_grad else feat.detach()
+            losses["rew"] = self.reward.loss(self.reward(reward_feat), batch.reward)
+            target = continue_target(batch.is_terminal, self.cfg.horizon, self.cfg.contdisc)
+            losses["con"] = -D.bernoulli_logp(self.cont(feat), target)
         with torch.no_grad():
             metrics = {
                 "wm/prior_ent": D.categorical_entropy(observed.prior_logits, CLASS_DIM).sum(-1).mean(),

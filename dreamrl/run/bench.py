@@ -79,8 +79,61 @@ def env_steps_per_s(env: Any, steps: int, rng: np.random.Generator) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def bench(config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int = 200) -> dict[str, Any]:
-    """Every figure of ``dreamrl bench`` for ``config`` (see the module docstring)."""
+PHASES = (
+    "wm/encode",
+    "wm/observe",
+    "wm/decode",
+    "wm/heads",
+    "ac/imagine",
+    "ac/loss",
+    "backward",
+    "optimizer",
+)
+
+
+def profile_step(step: Callable[[], Any], top: int) -> dict[str, Any]:
+    """Where one train step's time goes, from torch's profiler.
+
+    Returns ``phases`` (seconds inside each of the train step's named scopes, PHASES;
+    ``backward`` covers the gradient of every loss), ``step_s`` (the profiled step's wall
+    time, profiler overhead included) and ``top_ops``: the ``top`` operators with the most
+    self time, each ``{name, calls, self_s, share}`` where ``share`` is of all operators'
+    self time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        step()
+    wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    phases = {e.key: e.cpu_time_total / 1e6 for e in averages if e.key in PHASES}
+    ops = [e for e in averages if e.key not in PHASES and not e.key.startswith("ProfilerStep")]
+    total_self = sum(e.self_cpu_time_total for e in ops) or 1.0
+    ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "step_s": wall,
+        "phases": {name: phases.get(name, 0.0) for name in PHASES},
+        "top_ops": [
+            {
+                "name": e.key,
+                "calls": e.count,
+                "self_s": e.self_cpu_time_total / 1e6,
+                "share": e.self_cpu_time_total / total_self,
+            }
+            for e in ops[:top]
+        ],
+    }
+
+
+def bench(
+    config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int = 200, profile: int = 0
+) -> dict[str, Any]:
+    """Every figure of ``dreamrl bench`` for ``config`` (see the module docstring);
+    with ``profile=N`` also where a step's time goes (``profile_step``, N operators)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from dreamrl.agent import Agent
@@ -122,6 +175,7 @@ def bench(config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int 
     state = agent.policy(obs, None)[1]
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
     peak = matmul_peak_gflops(device=agent.device)
+    profiled = profile_step(step, profile) if profile else None
     return {
         "task": config.task,
         "device": str(agent.device),
@@ -140,6 +194,7 @@ def bench(config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int 
         "replay_sample_ms": 1000 * sample_s,
         "env_steps_per_s": env_fps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **({"profile": profiled} if profiled else {}),
     }
 
 
@@ -147,17 +202,24 @@ def describe(r: dict[str, Any]) -> str:
     """The figures as lines for a person."""
     presets = " ".join(r["presets"]) or "none"
     batch = f"{r['batch'][0]}x{r['batch'][1]}"
-    return "\n".join(
-        [
-            f"dreamrl bench {r['task']} on {r['device']} ({r['threads']} threads), presets {presets}, "
-            f"{r['params']:,} parameters, batch {batch}",
-            f"  train step        {r['train_step_s']:.3f} s  ({r['train_steps_per_s']:.2f} steps/s)",
-            f"  FLOPs per step    {r['gflop_per_step']:.1f} GFLOP (torch's FLOP counter)",
-            f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
-            f"matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here",
-            f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
-            f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch",
-            f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
-            f"  peak memory       {r['peak_rss_mb']:.0f} MB resident",
-        ]
-    )
+    lines = [
+        f"dreamrl bench {r['task']} on {r['device']} ({r['threads']} threads), presets {presets}, "
+        f"{r['params']:,} parameters, batch {batch}",
+        f"  train step        {r['train_step_s']:.3f} s  ({r['train_steps_per_s']:.2f} steps/s)",
+        f"  FLOPs per step    {r['gflop_per_step']:.1f} GFLOP (torch's FLOP counter)",
+        f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
+        f"matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here",
+        f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
+        f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch",
+        f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
+        f"  peak memory       {r['peak_rss_mb']:.0f} MB resident",
+    ]
+    if "profile" in r:
+        p = r["profile"]
+        lines.append(f"profile of one step ({p['step_s']:.3f} s with the profiler on):")
+        for name, seconds in p["phases"].items():
+            lines.append(f"  {name:<12} {seconds:8.3f} s  {seconds / p['step_s']:4.0%}")
+        lines.append("  operators with the most self time:")
+        for op in p["top_ops"]:
+            lines.append(f"  {op['share']:4.0%}  {op['self_s']:7.3f} s  {op['calls']:6d} calls  {op['name']}")
+    return "\n".join(lines)
