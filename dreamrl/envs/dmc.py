@@ -92,6 +92,12 @@ def make(name: str, config: Config, seed: int | None, mode: str) -> DMCEnv:
         raise ConfigError("env.dmc.image and env.dmc.proprio are both false: the model would see nothing")
     # dm_control reads MUJOCO_GL when it is first imported: choose the backend first.
     select_gl_backend()
+    if cfg.fast_render:
+        # Mesa's software rasteriser splits each frame among threads; a 64x64 frame without
+        # shadow passes is too small to gain from that, and the threads would compete with
+        # training for the cores. One thread measured 16% faster here (docs/performance.md).
+        # Read when the process's first GL context is made; a user's setting wins.
+        os.environ.setdefault("LP_NUM_THREADS", "0")
     domain, task = parse_task(name)
     from dm_control import suite
 
