@@ -220,5 +220,6 @@ def test_bench_prints_its_figures_as_json():
         "env_steps_per_s",
     ):
         assert result[key] > 0, key
+    assert result["replay_bytes_per_obs_byte"] > 1  # actions, rewards and flags come on top
     assert result["achieved_gflops"] == pytest.approx(result["gflop_per_step"] * result["train_steps_per_s"])
     assert "GFLOP/s" in proc.stdout

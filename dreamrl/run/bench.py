@@ -138,7 +138,7 @@ def bench(
 
     from dreamrl.agent import Agent
     from dreamrl.envs import make_env
-    from dreamrl.replay import Replay
+    from dreamrl.replay import Replay, step_bytes
     from dreamrl.run.train import replay_spaces
 
     rng = np.random.default_rng(0)
@@ -156,6 +156,8 @@ def bench(
     for t in range(filler["reward"].shape[1]):
         replay.add({k: v[:, t] for k, v in filler.items()})
     sample_s = _median_seconds(lambda: replay.sample(B), 20)
+    # What the replay's rings take against the bare observations they hold (frames as uint8).
+    replay_overhead = replay.nbytes() / (step_bytes(obs_space) * replay.streams * replay.slots)
     data = random_batch(spaces, B, T, rng)
     for _ in range(warmup):
         agent.train_step(data)
@@ -192,6 +194,7 @@ def bench(
         "policy_step_ms": 1000 * policy_s,
         "policy_envs": envs,
         "replay_sample_ms": 1000 * sample_s,
+        "replay_bytes_per_obs_byte": replay_overhead,
         "env_steps_per_s": env_fps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **({"profile": profiled} if profiled else {}),
@@ -210,7 +213,8 @@ def describe(r: dict[str, Any]) -> str:
         f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
         f"matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here",
         f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
-        f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch",
+        f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch; holds "
+        f"{r['replay_bytes_per_obs_byte']:.3f} bytes per byte of observations",
         f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
         f"  peak memory       {r['peak_rss_mb']:.0f} MB resident",
     ]
