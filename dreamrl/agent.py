@@ -29,6 +29,7 @@ from dreamrl.behavior import ActorCritic, Imagined, imag_loss, repl_loss
 from dreamrl.config import Config, from_dict, to_dict
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
+from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.optim import LaProp
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch, WorldModel
@@ -75,6 +76,9 @@ class Agent:
             torch.manual_seed(config.seed)
             self.wm = WorldModel(obs_space, act_space, cfg).to(self.device)
             self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg).to(self.device)
+        for module in self.wm.modules():
+            if isinstance(module, ChannelNormSiLU):
+                module.fused = config.run.compile
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
         gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm

@@ -63,6 +63,7 @@ DOMAINS: dict[str, Preset] = {
 OWN: dict[str, Preset] = {
     # A tiny model for smoke tests and first contact: 1,500 env steps of training take
     # well under a minute on a 2-core CPU. It does not learn much; it runs every path.
+    # Nothing is compiled: seconds of compiling would outweigh its whole run.
     "debug": {
         "batch_size": 8,
         "batch_length": 16,
@@ -87,6 +88,7 @@ OWN: dict[str, Preset] = {
         "run.eval_envs": 2,
         "run.log_every": 5,
         "run.save_every": 30,
+        "run.compile": False,
     },
     # For runs of a few thousand updates (a CPU, classic control): the paper's learning
     # rate of 4e-5 needs tens of thousands of updates to move a zero-initialised reward

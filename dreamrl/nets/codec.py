@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from dreamrl.config import DecoderConfig, EncoderConfig
 from dreamrl.envs.spaces import Space
 from dreamrl.nets.distributions import symlog
-from dreamrl.nets.layers import BlockLinear, ChannelRMSNorm, Conv2d, Linear, RMSNorm, mlp
+from dreamrl.nets.layers import BlockLinear, ChannelNormSiLU, Conv2d, Linear, RMSNorm, mlp
 
 CHANNELS_LAST = torch.channels_last
 
@@ -53,7 +53,7 @@ class Encoder(nn.Module):
             self.norms = nn.ModuleList()
             for depth in depths:
                 self.convs.append(Conv2d(channels, depth, cfg.kernel))
-                self.norms.append(ChannelRMSNorm(depth))
+                self.norms.append(ChannelNormSiLU(depth))
                 channels = depth
             factor = 2 ** len(depths)
             width += channels * (height // factor) * (wide // factor)
@@ -74,7 +74,7 @@ class Encoder(nn.Module):
             x = x.float().contiguous(memory_format=CHANNELS_LAST) / 255.0 - 0.5
             for conv, norm in zip(self.convs, self.norms):
                 x = F.max_pool2d(conv(x), 2)
-                x = F.silu(norm(x))
+                x = norm(x)
             parts.append(x.reshape(*lead, -1))
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
@@ -124,13 +124,13 @@ class Decoder(nn.Module):
                 nn.SiLU(),
                 Linear(2 * cfg.units, cells),
             )
-            self.space_norm = ChannelRMSNorm(self.top)
+            self.space_norm = ChannelNormSiLU(self.top)
             self.convs = nn.ModuleList()
             self.norms = nn.ModuleList()
             channels = self.top
             for depth in reversed(depths[:-1]):
                 self.convs.append(Conv2d(channels, depth, cfg.kernel))
-                self.norms.append(ChannelRMSNorm(depth))
+                self.norms.append(ChannelNormSiLU(depth))
                 channels = depth
             out_channels = sum(spaces[k].shape[-1] for k in self.image_keys)
             self.image_out = Conv2d(channels, out_channels, cfg.kernel, outscale=cfg.outscale)
@@ -154,10 +154,10 @@ class Decoder(nn.Module):
         x0 = self.space_deter(deter).reshape(n, g, h, w, self.top // g)
         x0 = x0.permute(0, 1, 4, 2, 3).reshape(n, self.top, h, w)
         x1 = self.space_stoch(stoch).reshape(n, h, w, self.top).permute(0, 3, 1, 2)
-        x = F.silu(self.space_norm(x0 + x1)).contiguous(memory_format=CHANNELS_LAST)
+        x = self.space_norm(x0 + x1).contiguous(memory_format=CHANNELS_LAST)
         for conv, norm in zip(self.convs, self.norms):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = F.silu(norm(conv(x)))
+            x = norm(conv(x))
         x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = torch.sigmoid(self.image_out(x)).permute(0, 2, 3, 1)  # [N, H, W, C]
         out = {}

@@ -161,9 +161,6 @@ def bench(
     data = random_batch(spaces, B, T, rng)
     for _ in range(warmup):
         agent.train_step(data)
-    with FlopCounterMode(display=False) as counter:
-        agent.train_step(data)
-    flop = counter.get_total_flops()
     sync = torch.cuda.synchronize if agent.device.type == "cuda" else (lambda: None)
 
     def step() -> None:
@@ -178,6 +175,11 @@ def bench(
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
     peak = matmul_peak_gflops(device=agent.device)
     profiled = profile_step(step, profile) if profile else None
+    # Counted last: a step run under the counter's dispatch mode leaves torch.compile'd
+    # code (run.compile) running as slowly as eager code afterwards.
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step(data)
+    flop = counter.get_total_flops()
     return {
         "task": config.task,
         "device": str(agent.device),

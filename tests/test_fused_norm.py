@@ -1,0 +1,73 @@
+"""The CNN's norm + SiLU, eager and compiled (`run.compile`), and its fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dreamrl.agent import Agent
+from dreamrl.config import build_config
+from dreamrl.envs.spaces import Space
+from dreamrl.nets import layers
+from dreamrl.nets.layers import ChannelNormSiLU, channel_rms_norm_silu, fused_channel_rms_norm_silu
+
+
+def test_channel_norm_silu_against_a_hand_computation():
+    x = torch.tensor([[[[3.0]], [[4.0]]]])  # [1, 2, 1, 1]: channels 3 and 4, mean square 12.5
+    scale = torch.tensor([1.0, 2.0])
+    y = channel_rms_norm_silu(x, scale, eps=0.0)
+    normed = np.array([3.0, 8.0]) / np.sqrt(12.5)
+    expected = normed / (1 + np.exp(-normed))
+    np.testing.assert_allclose(y.flatten().numpy(), expected, rtol=1e-6)
+
+
+def test_compiled_matches_eager_values_and_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(8) + 0.5
+    outs = []
+    for fn in (channel_rms_norm_silu, fused_channel_rms_norm_silu):
+        xi, si = x.clone().requires_grad_(), scale.clone().requires_grad_()
+        y = fn(xi, si, 1e-4)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append((y.detach(), xi.grad, si.grad))
+    for eager, fused in zip(*outs):
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_compiler_falls_back_to_eager_once(monkeypatch):
+    calls = []
+
+    def broken_compile(fn):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(layers, "_compiled_norm_silu", None)
+    monkeypatch.setattr(layers, "_compile_failed", False)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    x, scale = torch.randn(2, 4, 3, 3), torch.ones(4)
+    with pytest.warns(UserWarning, match="running the norms eager"):
+        y = fused_channel_rms_norm_silu(x, scale, 1e-4)
+    torch.testing.assert_close(y, channel_rms_norm_silu(x, scale, 1e-4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once only
+        fused_channel_rms_norm_silu(x, scale, 1e-4)
+    assert len(calls) == 1  # not retried
+
+
+@pytest.mark.parametrize("compile_", [True, False])
+def test_run_compile_switches_every_cnn_norm_and_keeps_checkpoint_names(compile_):
+    obs = {"image": Space("uint8", (64, 64, 3))}
+    act = Space("int32", (), 2)
+    agent = Agent(build_config(["debug"], {"task": "test", "run.compile": compile_}), obs, act)
+    norms = [m for m in agent.wm.modules() if isinstance(m, ChannelNormSiLU)]
+    assert len(norms) == 8  # four encoder stages, the decoder's first map and its three stages
+    assert all(m.fused is compile_ for m in norms)
+    eager = Agent(build_config(["debug"], {"task": "test"}), obs, act)
+    assert agent.wm.state_dict().keys() == eager.wm.state_dict().keys()
