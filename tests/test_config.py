@@ -200,3 +200,19 @@ def test_warnings_for():
     assert len(zero) == 1 and "zero term" in zero[0]
     short = warnings_for(build_config(overrides={"batch_length": 8}))
     assert len(short) == 1 and "batch_length=8" in short[0]
+
+
+def test_a_run_dir_from_before_run_compile_resumes_with_either_setting(tmp_path):
+    """A config.json written before ``run.compile`` existed lacks the key; resuming it, with
+    compiling on or off, changes nothing that is learned and is not refused."""
+    from dreamrl.config import to_dict
+    from dreamrl.run.resume import CONFIG_FILE, check_config
+
+    saved = to_dict(build_config(["debug"], {"task": "CartPole-v1"}))
+    del saved["run"]["compile"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    for setting in (True, False):
+        config = build_config(["debug"], {"task": "CartPole-v1", "run.compile": setting})
+        assert check_config(tmp_path, config) is not None
+    with pytest.raises(ConfigError, match="batch_size"):
+        check_config(tmp_path, build_config(["debug"], {"task": "CartPole-v1", "batch_size": 4}))

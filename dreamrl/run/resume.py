@@ -29,8 +29,9 @@ from dreamrl.replay import Replay
 
 CONFIG_FILE = "config.json"
 
-# Settings that may change when a run is resumed: they shape how long and how
-# visibly the run goes on, never what it learns.
+# Settings that may change when a run is resumed: they shape how long, how fast and
+# how visibly the run goes on, never what it learns (run.compile changes float
+# rounding only).
 RESUMABLE = (
     "run.steps",
     "run.log_every",
@@ -39,6 +40,7 @@ RESUMABLE = (
     "run.eval_eps",
     "run.eval_envs",
     "run.threads",
+    "run.compile",
     "run.keep_checkpoints",
     "run.env_workers",
     "run.env_timeout",
