@@ -79,6 +79,7 @@ class Agent:
         for module in self.wm.modules():
             if isinstance(module, ChannelNormSiLU):
                 module.fused = config.run.compile
+        self.wm.codec_chunk = config.run.codec_chunk
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
         gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm

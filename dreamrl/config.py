@@ -281,6 +281,13 @@ class RunConfig:
         "steps pay a compile of seconds to a minute; falls back to eager, with a warning, where "
         "compiling fails.",
     )
+    codec_chunk: int = _doc(
+        0,
+        "Frames the encoder and decoder take at a time in a train step, keeping no activations "
+        "and recomputing each chunk's in the backward pass: far less memory for one more "
+        "encoder and decoder forward pass (docs/performance.md). Same gradients; 0: the whole "
+        "batch at once.",
+    )
 
 
 @dataclass(frozen=True)
@@ -408,6 +415,7 @@ def validate(config: Config) -> Config:
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
     _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
+    _check(config.run.codec_chunk >= 0, "run.codec_chunk", "0 or more", config.run.codec_chunk)
     _check(config.run.skip_limit >= 1, "run.skip_limit", "1 or more", config.run.skip_limit)
     _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)
     _check(config.run.env_restarts >= 0, "run.env_restarts", "0 or more", config.run.env_restarts)

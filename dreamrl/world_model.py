@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
 from torch.profiler import record_function
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from dreamrl.config import AgentConfig
 from dreamrl.envs.spaces import Space, action_width
@@ -39,6 +40,40 @@ def continue_target(is_terminal: torch.Tensor, horizon: int, contdisc: bool) -> 
     return target * (1 - 1 / horizon) if contdisc else target
 
 
+Out = TypeVar("Out", torch.Tensor, dict[str, torch.Tensor])
+
+
+def in_chunks(fn: Callable[..., Out], chunk: int, *args: torch.Tensor | dict[str, torch.Tensor]) -> Out:
+    """``fn`` over the leading dimension ``N`` of every argument, ``chunk`` rows at a time,
+    keeping none of its activations: each chunk's are recomputed in the backward pass
+    (activation checkpointing), so at most one chunk's exist at once. The results,
+    tensors ``[N, ...]`` or dicts of them, are those of ``fn`` on the whole, up to the
+    float rounding of kernels that pick their method by batch size.
+    ``chunk=0``, or no gradient being recorded, runs ``fn`` once on everything."""
+
+    def rows(
+        arg: torch.Tensor | dict[str, torch.Tensor], start: int
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        if isinstance(arg, dict):
+            return {k: v[start : start + chunk] for k, v in arg.items()}
+        return arg[start : start + chunk]
+
+    first = args[0]
+    n = len(next(iter(first.values()))) if isinstance(first, dict) else len(first)
+    if chunk <= 0 or not torch.is_grad_enabled():
+        return fn(*args)
+    # Early stop would end a recomputation by raising inside it, through compiled code
+    # (run.compile) that must not take it for a failure; each chunk is recomputed whole.
+    with set_checkpoint_early_stop(False):
+        parts = [
+            checkpoint(fn, *(rows(a, start) for a in args), use_reentrant=False)
+            for start in range(0, n, chunk)
+        ]
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}  # type: ignore[return-value]
+    return torch.cat(parts)  # type: ignore[arg-type,return-value]
+
+
 class WorldModel(nn.Module):
     """Everything learned from real experience: the model of the environment."""
 
@@ -54,6 +89,15 @@ class WorldModel(nn.Module):
         self.decoder = Decoder(obs_space, cfg.dec.simple, rssm_cfg.deter, self.rssm.stoch_flat)
         self.reward = TwoHotHead(feat, cfg.rewhead)
         self.cont = BinaryHead(feat, cfg.conhead)
+        # Frames per encoder/decoder chunk in :meth:`loss` (``run.codec_chunk``); 0: all.
+        self.codec_chunk = 0
+
+    def _reconstruction_losses(
+        self, deter: torch.Tensor, stoch: torch.Tensor, obs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Decoder losses ``{key: [N]}`` from ``deter [N, D]``, flat ``stoch [N, C*S]`` and
+        observations ``[N, ...]``."""
+        return self.decoder.loss(self.decoder(deter, stoch), obs)
 
     def loss(
         self,
@@ -66,8 +110,10 @@ class WorldModel(nn.Module):
         ``dyn``, ``rep``."""
         B, T = batch.is_first.shape
         # Named phases show up in `dreamrl bench --profile` (and cost nothing otherwise).
+        chunk = self.codec_chunk
         with record_function("wm/encode"):
-            embed = self.encoder(batch.obs)
+            flat_obs = {k: v.flatten(0, 1) for k, v in batch.obs.items()}
+            embed = in_chunks(self.encoder, chunk, flat_obs).unflatten(0, (B, T))
         with record_function("wm/observe"):
             actions = previous_actions(batch.action)
             observed = self.rssm.observe(start, embed, actions, batch.is_first, generator)
@@ -77,9 +123,8 @@ class WorldModel(nn.Module):
         dyn, rep = kl_losses(observed.post_logits, observed.prior_logits, self.cfg.dyn.rssm.free_nats)
         losses["dyn"], losses["rep"] = dyn, rep
         with record_function("wm/decode"):
-            recon = self.decoder(post.deter.flatten(0, 1), post.stoch.flatten(0, 1).flatten(-2))
-            flat_obs = {k: v.flatten(0, 1) for k, v in batch.obs.items()}
-            for key, value in self.decoder.loss(recon, flat_obs).items():
+            deter, stoch = post.deter.flatten(0, 1), post.stoch.flatten(0, 1).flatten(-2)
+            for key, value in in_chunks(self._reconstruction_losses, chunk, deter, stoch, flat_obs).items():
                 losses[key] = value.view(B, T)
         with record_function("wm/heads"):
             reward_feat = feat if self.cfg.reward_grad else feat.detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dreamrl.config import build_config
@@ -23,3 +24,17 @@ def test_profile_attributes_the_step_to_its_phases():
     assert [op["self_s"] for op in ops] == sorted((op["self_s"] for op in ops), reverse=True)
     assert all(0 < op["share"] <= 1 and op["calls"] >= 1 for op in ops)
     assert not any(op["name"] in PHASES for op in ops)
+
+
+def test_recomputed_codec_flops_are_counted_apart():
+    """With run.codec_chunk the encoder and decoder run forward twice; the step's counted
+    FLOPs stay the model's, the second forward is reported on its own."""
+    torch.set_num_threads(1)
+    results = {}
+    for chunk in (0, 16):
+        overrides = {"task": "fixtures.tiny_env:TinyLine-v0", "env.pixels": True, "run.codec_chunk": chunk}
+        results[chunk] = bench(build_config(["debug"], overrides), train_steps=1, warmup=1, env_steps=5)
+    assert results[0]["gflop_recomputed"] == 0
+    recomputed = results[16]["gflop_recomputed"]
+    assert recomputed > 0.1 * results[0]["gflop_per_step"]  # the CNNs are most of a pixel step
+    assert results[16]["gflop_per_step"] == pytest.approx(results[0]["gflop_per_step"], rel=1e-9)

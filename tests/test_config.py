@@ -202,17 +202,18 @@ def test_warnings_for():
     assert len(short) == 1 and "batch_length=8" in short[0]
 
 
-def test_a_run_dir_from_before_run_compile_resumes_with_either_setting(tmp_path):
-    """A config.json written before ``run.compile`` existed lacks the key; resuming it, with
-    compiling on or off, changes nothing that is learned and is not refused."""
+@pytest.mark.parametrize(("key", "settings"), [("compile", (True, False)), ("codec_chunk", (0, 32))])
+def test_a_run_dir_from_before_a_speed_setting_resumes_with_any_value(tmp_path, key, settings):
+    """A config.json written before ``run.compile`` or ``run.codec_chunk`` existed lacks the
+    key; resuming it with any value changes nothing that is learned and is not refused."""
     from dreamrl.config import to_dict
     from dreamrl.run.resume import CONFIG_FILE, check_config
 
     saved = to_dict(build_config(["debug"], {"task": "CartPole-v1"}))
-    del saved["run"]["compile"]
+    del saved["run"][key]
     (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
-    for setting in (True, False):
-        config = build_config(["debug"], {"task": "CartPole-v1", "run.compile": setting})
+    for setting in settings:
+        config = build_config(["debug"], {"task": "CartPole-v1", f"run.{key}": setting})
         assert check_config(tmp_path, config) is not None
     with pytest.raises(ConfigError, match="batch_size"):
         check_config(tmp_path, build_config(["debug"], {"task": "CartPole-v1", "batch_size": 4}))

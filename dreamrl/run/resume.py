@@ -30,8 +30,8 @@ from dreamrl.replay import Replay
 CONFIG_FILE = "config.json"
 
 # Settings that may change when a run is resumed: they shape how long, how fast and
-# how visibly the run goes on, never what it learns (run.compile changes float
-# rounding only).
+# how visibly the run goes on, never what it learns (run.compile and run.codec_chunk
+# change float rounding only).
 RESUMABLE = (
     "run.steps",
     "run.log_every",
@@ -41,6 +41,7 @@ RESUMABLE = (
     "run.eval_envs",
     "run.threads",
     "run.compile",
+    "run.codec_chunk",
     "run.keep_checkpoints",
     "run.env_workers",
     "run.env_timeout",
