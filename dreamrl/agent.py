@@ -161,6 +161,7 @@ class Agent:
             last = act(Latent(traj.deter[:, -1], traj.stoch[:, -1]))
             actions = torch.cat([actions, last[:, None]], 1)  # [N, H+1, A]
         feat = traj.features()  # [N, H+1, F], no gradient to the world model
+        del traj  # the states are in feat now: at size12m each copy is 168 MB
         if cfg.ac_grads:
             feat = torch.cat([starts.features()[:, None], feat[:, 1:]], 1)
         with record_function("ac/loss"):
