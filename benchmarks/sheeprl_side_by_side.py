@@ -1,7 +1,8 @@
 """dreamrl against sheeprl's DreamerV3, side by side: train steps/s and achieved GFLOP/s on this machine.
 
     python benchmarks/sheeprl_side_by_side.py [--venv runs/sheeprl-venv] [--threads 2] [--steps 3]
-        [--preset size12m] [--sheeprl-algo dreamer_v3_XS] [--batch 16] [--length 64] [--json-only]
+        [--preset size12m] [--sheeprl-exp dreamer_v3] [--sheeprl-algo dreamer_v3_XS] [--batch 16]
+        [--length 64] [--json-only]
 
 One invocation runs both, one after the other, on the same machine with the same batch (16 sequences
 of 64 steps by default), the same 64x64x3 image observations and discrete actions (CartPole-v1 seen
@@ -13,7 +14,9 @@ allocator settings (``--allocator``):
    dependency of dreamrl. A missing venv is created once (``pip install torch==<dreamrl's torch>``
    first, so that both run the same torch build, then sheeprl) and reused afterwards.
    ``benchmarks/sheeprl_step.py`` runs under its python, builds the agent as sheeprl's own training
-   does (Hydra configs ``exp=dreamer_v3 algo=<--sheeprl-algo>``) and times its ``train(...)``.
+   does (Hydra configs ``exp=<--sheeprl-exp> algo=<--sheeprl-algo>``) and times its ``train(...)``.
+   With ``--sheeprl-exp dreamer_v3_5 --sheeprl-algo dreamer_v3_5_12M`` both run the same model (the
+   official ``size12m``, 10,490,564 parameters in each) and their seconds per step compare directly.
 2. dreamrl, in this process: ``dreamrl.run.bench.bench`` on the ``--preset`` config, the code behind
    ``dreamrl bench``.
 
@@ -66,6 +69,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed train steps before counting and timing")
     p.add_argument("--preset", nargs="+", default=["size12m"], help="dreamrl preset(s)")
     p.add_argument("--sheeprl-algo", default="dreamer_v3_XS", help="sheeprl algo config")
+    p.add_argument(
+        "--sheeprl-exp",
+        default="dreamer_v3",
+        help="sheeprl exp config: dreamer_v3, or dreamer_v3_5 (its port of the Nature paper's DreamerV3, "
+        "whose algo configs dreamer_v3_5_1M, _12M, ... are the official sizes: "
+        "--sheeprl-exp dreamer_v3_5 --sheeprl-algo dreamer_v3_5_12M is the same 10.5M-parameter model as "
+        "dreamrl's size12m)",
+    )
     p.add_argument("--batch", type=int, default=16, help="sequences per batch, both")
     p.add_argument("--length", type=int, default=64, help="steps per sequence, both")
     p.add_argument(
@@ -162,6 +173,7 @@ def run_sheeprl(args: argparse.Namespace, python: Path) -> dict[str, Any]:
     cmd = [
         str(python),
         str(STEP_SCRIPT),
+        f"--exp={args.sheeprl_exp}",
         f"--algo={args.sheeprl_algo}",
         f"--env-id={args.task}",
         f"--batch={args.batch}",

@@ -102,8 +102,10 @@ def compose_config(args: argparse.Namespace) -> Any:
         cfg = compose(config_name="config", overrides=overrides)
     cfg = dotdict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     check_configs(cfg)
-    if cfg.algo.name != "dreamer_v3":
-        raise SystemExit(f"--algo {args.algo} is a {cfg.algo.name} config, not a dreamer_v3 one")
+    if cfg.algo.name not in ("dreamer_v3", "dreamer_v3_5"):
+        raise SystemExit(
+            f"--algo {args.algo} is a {cfg.algo.name} config, not a dreamer_v3 or dreamer_v3_5 one"
+        )
     return cfg
 
 
@@ -196,14 +198,9 @@ def random_batch(
 def run(fabric: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """What main() does up to its first gradient step, then the measurements."""
     import gymnasium as gym
-    import hydra
     import sheeprl
     import torch
-    from sheeprl.algos.dreamer_v3.agent import build_agent
-    from sheeprl.algos.dreamer_v3.dreamer_v3 import train
-    from sheeprl.algos.dreamer_v3.utils import Moments
     from sheeprl.utils.env import make_env
-    from sheeprl.utils.metric import MetricAggregator
     from torch.utils.flop_counter import FlopCounterMode
 
     # reproducible() of run_algorithm
@@ -223,8 +220,105 @@ def run(fabric: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
         if is_continuous
         else (action_space.nvec.tolist() if is_multidiscrete else [action_space.n])
     )
-    obs_keys = cfg.algo.cnn_keys.encoder + cfg.algo.mlp_keys.encoder
+    if cfg.algo.name == "dreamer_v3_5":
+        train_step, modules, batch = train_step_v3_5(
+            fabric, cfg, observation_space, actions_dim, is_continuous
+        )
+    else:
+        train_step, modules, batch = train_step_v3(fabric, cfg, observation_space, actions_dim, is_continuous)
 
+    for _ in range(args.warmup):
+        train_step()
+    with FlopCounterMode(display=False) as counter:
+        train_step()
+    flop = counter.get_total_flops()
+    step_s, times = median_seconds(train_step, args.steps)
+    params = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+    result: dict[str, Any] = {
+        "implementation": "sheeprl",
+        "sheeprl_version": sheeprl.__version__,
+        "torch_version": torch.__version__,
+        "exp": args.exp,
+        "algo": args.algo,
+        "env_id": args.env_id,
+        "observation_space": {k: [list(v.shape), str(v.dtype)] for k, v in observation_space.spaces.items()},
+        "actions_dim": [int(n) for n in actions_dim],
+        "batch": cfg.algo.per_rank_batch_size,
+        "length": cfg.algo.per_rank_sequence_length,
+        "batch_layout": {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in batch.items()},
+        "device": str(fabric.device),
+        "precision": str(cfg.fabric.precision),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "allocator": args.allocator,
+        "params": int(params),
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "step_times_s": times,
+        "gflop_per_step": flop / 1e9,
+        "train_step_s": step_s,
+        "train_steps_per_s": 1.0 / step_s,
+        "achieved_gflops": flop / 1e9 / step_s,
+    }
+    if args.peak:
+        result["peak_gflops"] = matmul_peak_gflops()
+        result["peak_fraction"] = result["achieved_gflops"] / result["peak_gflops"]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def sequence_batch_v3_5(
+    fabric: Any,
+    cfg: Any,
+    obs_keys: list[str],
+    obs_space: Any,
+    actions_dim: Sequence[int],
+    is_continuous: bool,
+) -> dict:
+    """A batch as ``dreamer_v3_5``'s main() passes it to ``train``: time-major ``[context + T, B, ...]``
+    tensors in the dtypes its replay buffer holds (observations as the env gives them, float32 actions,
+    rewards and flags, and the latent state of every step, ``deter`` float16 and ``stoch`` class
+    indices, which the first ``algo.replay_context`` steps start the training from)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(cfg.seed)
+    wm = cfg.algo.world_model
+    T = cfg.algo.replay_context + cfg.algo.per_rank_sequence_length
+    B = cfg.algo.per_rank_batch_size
+    data: dict[str, np.ndarray] = {}
+    for k in obs_keys:
+        space = obs_space[k]
+        data[k] = rng.integers(0, 256, (T, B, *space.shape)).astype(space.dtype)
+    if is_continuous:
+        data["actions"] = rng.uniform(-1, 1, (T, B, sum(actions_dim))).astype(np.float32)
+    else:
+        data["actions"] = np.concatenate(
+            [np.eye(n, dtype=np.float32)[rng.integers(0, n, (T, B))] for n in actions_dim], axis=-1
+        )
+    data["rewards"] = rng.normal(size=(T, B, 1)).astype(np.float32)
+    data["terminated"] = np.zeros((T, B, 1), np.float32)
+    data["truncated"] = np.zeros((T, B, 1), np.float32)
+    data["is_first"] = np.zeros((T, B, 1), np.float32)
+    data["deter"] = rng.normal(size=(T, B, wm.recurrent_model.recurrent_state_size)).astype(np.float16)
+    data["stoch"] = rng.integers(0, wm.discrete_size, (T, B, wm.stochastic_size)).astype(np.uint8)
+    return {k: torch.as_tensor(v, device=fabric.device) for k, v in data.items()}
+
+
+def train_step_v3(
+    fabric: Any, cfg: Any, observation_space: Any, actions_dim: Sequence[int], is_continuous: bool
+) -> tuple[Callable[[], None], tuple[Any, ...], dict]:
+    """``dreamer_v3``: its models, three optimizers, ``Moments`` and a replay-sampled batch as its main()
+    builds them, and a function running what main() runs per gradient step (the target critic's
+    update, then ``train``). Returns ``(step, modules, batch)``."""
+    import hydra
+    from sheeprl.algos.dreamer_v3.agent import build_agent
+    from sheeprl.algos.dreamer_v3.dreamer_v3 import train
+    from sheeprl.algos.dreamer_v3.utils import Moments
+    from sheeprl.utils.metric import MetricAggregator
+
+    obs_keys = cfg.algo.cnn_keys.encoder + cfg.algo.mlp_keys.encoder
     world_model, actor, critic, target_critic, _player = build_agent(
         fabric, actions_dim, is_continuous, cfg, observation_space
     )
@@ -278,45 +372,64 @@ def run(fabric: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
         )
         gradient_steps += 1
 
-    for _ in range(args.warmup):
-        train_step()
-    with FlopCounterMode(display=False) as counter:
-        train_step()
-    flop = counter.get_total_flops()
-    step_s, times = median_seconds(train_step, args.steps)
-    params = sum(p.numel() for m in (world_model, actor, critic) for p in m.parameters() if p.requires_grad)
-    result: dict[str, Any] = {
-        "implementation": "sheeprl",
-        "sheeprl_version": sheeprl.__version__,
-        "torch_version": torch.__version__,
-        "exp": args.exp,
-        "algo": args.algo,
-        "env_id": args.env_id,
-        "observation_space": {k: [list(v.shape), str(v.dtype)] for k, v in observation_space.spaces.items()},
-        "actions_dim": [int(n) for n in actions_dim],
-        "batch": cfg.algo.per_rank_batch_size,
-        "length": cfg.algo.per_rank_sequence_length,
-        "batch_layout": {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in batch.items()},
-        "device": str(fabric.device),
-        "precision": str(cfg.fabric.precision),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "allocator": args.allocator,
-        "params": int(params),
-        "warmup": args.warmup,
-        "steps": args.steps,
-        "step_times_s": times,
-        "gflop_per_step": flop / 1e9,
-        "train_step_s": step_s,
-        "train_steps_per_s": 1.0 / step_s,
-        "achieved_gflops": flop / 1e9 / step_s,
-    }
-    if args.peak:
-        result["peak_gflops"] = matmul_peak_gflops()
-        result["peak_fraction"] = result["achieved_gflops"] / result["peak_gflops"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+    return train_step, (world_model, actor, critic), batch
+
+
+def train_step_v3_5(
+    fabric: Any, cfg: Any, observation_space: Any, actions_dim: Sequence[int], is_continuous: bool
+) -> tuple[Callable[[], None], tuple[Any, ...], dict]:
+    """``dreamer_v3_5`` (sheeprl's port of the Nature-paper DreamerV3, with the official size presets):
+    its models, its one optimizer and ``Moments`` as its main() builds them, and a function running
+    what main() runs per gradient step (``train``, then the target critic's update). Returns
+    ``(step, modules, batch)``."""
+    import hydra
+    from sheeprl.algos.dreamer_v3_5.agent import build_agent
+    from sheeprl.algos.dreamer_v3_5.dreamer_v3_5 import train, update_target_critic
+    from sheeprl.algos.dreamer_v3_5.utils import Moments
+    from sheeprl.utils.metric import MetricAggregator
+
+    world_model, actor, critic, target_critic, _player = build_agent(
+        fabric, actions_dim, is_continuous, cfg, observation_space
+    )
+    optimizer = hydra.utils.instantiate(
+        cfg.algo.optimizer,
+        params=[*world_model.parameters(), *actor.parameters(), *critic.parameters()],
+        _convert_="all",
+    )
+    optimizer = fabric.setup_optimizers(optimizer)
+    moments = Moments(
+        cfg.algo.actor.moments.decay,
+        cfg.algo.actor.moments.max,
+        cfg.algo.actor.moments.percentile.low,
+        cfg.algo.actor.moments.percentile.high,
+    )
+    aggregator = None
+    if not MetricAggregator.disabled:
+        aggregator = hydra.utils.instantiate(cfg.metric.aggregator, _convert_="all").to(fabric.device)
+    obs_keys = cfg.algo.cnn_keys.encoder + cfg.algo.mlp_keys.encoder
+    batch = sequence_batch_v3_5(fabric, cfg, obs_keys, observation_space, actions_dim, is_continuous)
+    gradient_steps = 0
+
+    def step() -> None:
+        nonlocal gradient_steps
+        train(
+            fabric,
+            cfg,
+            world_model,
+            actor,
+            critic,
+            target_critic,
+            optimizer,
+            moments,
+            batch,
+            aggregator,
+            actions_dim,
+        )
+        if gradient_steps % cfg.algo.critic.per_rank_target_network_update_freq == 0:
+            update_target_critic(critic, target_critic, cfg.algo.critic.tau)
+        gradient_steps += 1
+
+    return step, (world_model, actor, critic), batch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
