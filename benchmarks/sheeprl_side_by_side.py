@@ -2,10 +2,11 @@
 
     python benchmarks/sheeprl_side_by_side.py [--venv runs/sheeprl-venv] [--threads 2] [--steps 3]
         [--preset size12m] [--sheeprl-exp dreamer_v3] [--sheeprl-algo dreamer_v3_XS] [--batch 16]
-        [--length 64] [--json-only]
+        [--length 64] [--vectors] [--json-only]
 
 One invocation runs both, one after the other, on the same machine with the same batch (16 sequences
-of 64 steps by default), the same 64x64x3 image observations and discrete actions (CartPole-v1 seen
+of 64 steps by default), the same 64x64x3 image observations (or, with ``--vectors``, the same state
+vectors) and discrete actions (CartPole-v1 seen
 through its rgb render, two actions), the same torch thread count (``torch.set_num_threads`` in both
 processes and ``OMP_NUM_THREADS`` in both environments), the same torch version and the same glibc
 allocator settings (``--allocator``):
@@ -76,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "whose algo configs dreamer_v3_5_1M, _12M, ... are the official sizes: "
         "--sheeprl-exp dreamer_v3_5 --sheeprl-algo dreamer_v3_5_12M is the same 10.5M-parameter model as "
         "dreamrl's size12m)",
+    )
+    p.add_argument(
+        "--vectors",
+        action="store_true",
+        help="both observe the env's state vector instead of its render (e.g. --preset size1m against "
+        "--sheeprl-exp dreamer_v3_5 --sheeprl-algo dreamer_v3_5_1M)",
     )
     p.add_argument("--batch", type=int, default=16, help="sequences per batch, both")
     p.add_argument("--length", type=int, default=64, help="steps per sequence, both")
@@ -183,6 +190,7 @@ def run_sheeprl(args: argparse.Namespace, python: Path) -> dict[str, Any]:
         f"--warmup={args.warmup}",
         f"--allocator={args.allocator}",
         "--peak",
+        *(["--vectors"] if args.vectors else []),
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = str(args.threads)
@@ -221,7 +229,7 @@ def run_dreamrl(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     overrides = {
         "task": args.task,
-        "env.pixels": True,
+        "env.pixels": not args.vectors,
         "run.threads": args.threads,
         "batch_size": args.batch,
         "batch_length": args.length,
@@ -309,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {
         "batch": args.batch,
         "length": args.length,
-        "image": [64, 64, 3],
+        "observations": "vectors" if args.vectors else [64, 64, 3],
         "task": args.task,
         "threads": args.threads,
         "warmup": args.warmup,
@@ -317,10 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "allocator": args.allocator,
         "torch": torch_version,
     }
+    observed = "state vectors" if args.vectors else "64x64x3 images (the env's render)"
     say(args, "")
     say(
         args,
-        f"Batch {args.batch}x{args.length} of 64x64x3 images ({args.task} pixels, discrete actions), "
+        f"Batch {args.batch}x{args.length} of {observed} ({args.task}, discrete actions), "
         f"torch threads {args.threads}, torch {torch_version}, allocator {args.allocator}, "
         f"median of {args.steps} steps after {args.warmup} warm-up; FLOPs by torch's FLOP counter in both",
     )

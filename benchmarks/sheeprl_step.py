@@ -8,7 +8,8 @@ has sheeprl (from PyPI) installed; sheeprl is never a dependency of dreamrl, and
 here: the script imports the installed package and calls its own functions.
 
 The agent is built as ``sheeprl exp=dreamer_v3 algo=<algo> env=gym env.id=CartPole-v1
-algo.cnn_keys.encoder=[rgb] algo.mlp_keys.encoder=[]`` would build it: Hydra's compose API on sheeprl's
+algo.cnn_keys.encoder=[rgb] algo.mlp_keys.encoder=[]`` would build it (with ``--vectors``,
+``algo.cnn_keys.encoder=[] algo.mlp_keys.encoder=[state]``): Hydra's compose API on sheeprl's
 packaged configs, the torch settings and the Fabric of ``sheeprl.cli.run_algorithm`` (CPU, one device,
 32-bit), then what ``sheeprl.algos.dreamer_v3.dreamer_v3.main`` does before its loop: the env (through
 sheeprl's ``make_env``, for its observation and action spaces: one 64x64 RGB key, ``rgb``, channels
@@ -60,6 +61,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="default",
         help="tuned: glibc's mmap threshold at its maximum and no trimming (as dreamrl's CLI sets them)",
     )
+    p.add_argument(
+        "--vectors",
+        action="store_true",
+        help="observe the env's state vector (key 'state') instead of its render",
+    )
     p.add_argument("--peak", action="store_true", help="also measure a 2048x2048 float32 matmul's GFLOP/s")
     p.add_argument("--override", action="append", default=[], help="extra Hydra override, KEY=VALUE")
     return p.parse_args(argv)
@@ -87,8 +93,11 @@ def compose_config(args: argparse.Namespace) -> Any:
         f"algo={args.algo}",
         "env=gym",
         f"env.id={args.env_id}",
-        "algo.cnn_keys.encoder=[rgb]",
-        "algo.mlp_keys.encoder=[]",
+        *(
+            ["algo.cnn_keys.encoder=[]", "algo.mlp_keys.encoder=[state]"]
+            if args.vectors
+            else ["algo.cnn_keys.encoder=[rgb]", "algo.mlp_keys.encoder=[]"]
+        ),
         f"algo.per_rank_batch_size={args.batch}",
         f"algo.per_rank_sequence_length={args.length}",
         f"num_threads={args.threads}",
