@@ -20,6 +20,11 @@ tensors, time-major ``[T, B, ...]``, images ``[T, B, 3, 64, 64]`` in 0..255, one
 step is what main() runs per gradient step: the target critic's update, then ``train(...)`` (one
 world-model update, then one actor and one critic update on imagined trajectories).
 
+With ``--exp dreamer_v3_5 --algo dreamer_v3_5_<size>`` (1M, 12M, ...: the official sizes) it builds
+sheeprl's port of the Nature paper's DreamerV3 instead, as that algorithm's main() does (one optimizer
+for the three models), and hands its ``train`` a batch laid out as its replay buffer gives one: the
+sequence plus the replay-context step before it, with that step's latent state.
+
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` over one whole step, exactly as
 ``dreamrl.run.bench.bench`` counts dreamrl's train step: the counter sees the matrix products and
 convolutions (forward and backward) at the dispatcher, whatever code issued them, so the two figures
