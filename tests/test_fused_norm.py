@@ -41,7 +41,7 @@ def test_compiled_matches_eager_values_and_gradients():
 def test_a_failing_compiler_falls_back_to_eager_once(monkeypatch):
     calls = []
 
-    def broken_compile(fn):
+    def broken_compile(fn, **options):
         def run(*args):
             calls.append(1)
             raise RuntimeError("no C++ compiler")
@@ -71,3 +71,21 @@ def test_run_compile_switches_every_cnn_norm_and_keeps_checkpoint_names(compile_
     assert all(m.fused is compile_ for m in norms)
     eager = Agent(build_config(["debug"], {"task": "test"}), obs, act)
     assert agent.wm.state_dict().keys() == eager.wm.state_dict().keys()
+
+
+def test_every_layer_width_and_batch_size_shares_a_few_compiled_graphs(caplog):
+    """torch.compile keeps at most 8 graphs per function, then warns and runs new shapes eager.
+    The CNN's widths and resolutions times the training, acting and evaluation batch sizes
+    are more shapes than that; the compiled norm must not specialise on them."""
+    torch.manual_seed(0)
+    widths_and_sizes = [(8, 32), (12, 16), (16, 8), (16, 4), (24, 32), (32, 16)]
+    with caplog.at_level("WARNING", logger="torch._dynamo"):
+        for batch in (1, 3, 5, 64):
+            for channels, size in widths_and_sizes:
+                norm = ChannelNormSiLU(channels)
+                norm.fused = True
+                x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+                norm(x.requires_grad_()).sum().backward()
+                with torch.no_grad():
+                    torch.testing.assert_close(norm(x), channel_rms_norm_silu(x, norm.scale, norm.eps))
+    assert not [r for r in caplog.records if "recompile_limit" in r.getMessage()]

@@ -72,7 +72,10 @@ def fused_channel_rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float
     if _compile_failed:
         return channel_rms_norm_silu(x, scale, eps)
     if _compiled_norm_silu is None:
-        _compiled_norm_silu = torch.compile(channel_rms_norm_silu)
+        # Sizes symbolic from the start: the CNN's layer shapes times the training, acting and
+        # evaluation batch sizes exceed torch.compile's 8 graphs per function otherwise (it
+        # warned at a run's first evaluation), and the symbolic kernel ran as fast.
+        _compiled_norm_silu = torch.compile(channel_rms_norm_silu, dynamic=True)
     try:
         return _compiled_norm_silu(x, scale, eps)
     except Exception as error:  # a failing compiler, not a failing model: eager gives the same numbers
@@ -97,7 +100,10 @@ class ChannelNormSiLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return fused_channel_rms_norm_silu(x, self.scale, self.eps)
+            # A view, not the Parameter itself: torch.compile holds a Parameter's shape
+            # fixed, which would fix the channel count of the kernel and give each layer
+            # width its own graphs (see fused_channel_rms_norm_silu).
+            return fused_channel_rms_norm_silu(x, self.scale.view(-1), self.eps)
         return channel_rms_norm_silu(x, self.scale, self.eps)
 
 
