@@ -320,6 +320,24 @@ def sequence_batch_v3_5(
     return {k: torch.as_tensor(v, device=fabric.device) for k, v in data.items()}
 
 
+def moments_and_aggregator(fabric: Any, cfg: Any, moments_cls: Any) -> tuple[Any, Any]:
+    """The return-percentile tracker (``moments_cls``, each algorithm's own ``Moments``) and the
+    metric aggregator, as both algorithms' main() build them."""
+    import hydra
+    from sheeprl.utils.metric import MetricAggregator
+
+    moments = moments_cls(
+        cfg.algo.actor.moments.decay,
+        cfg.algo.actor.moments.max,
+        cfg.algo.actor.moments.percentile.low,
+        cfg.algo.actor.moments.percentile.high,
+    )
+    aggregator = None
+    if not MetricAggregator.disabled:
+        aggregator = hydra.utils.instantiate(cfg.metric.aggregator, _convert_="all").to(fabric.device)
+    return moments, aggregator
+
+
 def train_step_v3(
     fabric: Any, cfg: Any, observation_space: Any, actions_dim: Sequence[int], is_continuous: bool
 ) -> tuple[Callable[[], None], tuple[Any, ...], dict]:
@@ -330,7 +348,6 @@ def train_step_v3(
     from sheeprl.algos.dreamer_v3.agent import build_agent
     from sheeprl.algos.dreamer_v3.dreamer_v3 import train
     from sheeprl.algos.dreamer_v3.utils import Moments
-    from sheeprl.utils.metric import MetricAggregator
 
     obs_keys = cfg.algo.cnn_keys.encoder + cfg.algo.mlp_keys.encoder
     world_model, actor, critic, target_critic, _player = build_agent(
@@ -348,15 +365,7 @@ def train_step_v3(
     world_optimizer, actor_optimizer, critic_optimizer = fabric.setup_optimizers(
         world_optimizer, actor_optimizer, critic_optimizer
     )
-    moments = Moments(
-        cfg.algo.actor.moments.decay,
-        cfg.algo.actor.moments.max,
-        cfg.algo.actor.moments.percentile.low,
-        cfg.algo.actor.moments.percentile.high,
-    )
-    aggregator = None
-    if not MetricAggregator.disabled:
-        aggregator = hydra.utils.instantiate(cfg.metric.aggregator, _convert_="all").to(fabric.device)
+    moments, aggregator = moments_and_aggregator(fabric, cfg, Moments)
 
     batch = random_batch(fabric, cfg, obs_keys, observation_space, actions_dim, is_continuous)
     gradient_steps = 0
@@ -400,7 +409,6 @@ def train_step_v3_5(
     from sheeprl.algos.dreamer_v3_5.agent import build_agent
     from sheeprl.algos.dreamer_v3_5.dreamer_v3_5 import train, update_target_critic
     from sheeprl.algos.dreamer_v3_5.utils import Moments
-    from sheeprl.utils.metric import MetricAggregator
 
     world_model, actor, critic, target_critic, _player = build_agent(
         fabric, actions_dim, is_continuous, cfg, observation_space
@@ -411,15 +419,7 @@ def train_step_v3_5(
         _convert_="all",
     )
     optimizer = fabric.setup_optimizers(optimizer)
-    moments = Moments(
-        cfg.algo.actor.moments.decay,
-        cfg.algo.actor.moments.max,
-        cfg.algo.actor.moments.percentile.low,
-        cfg.algo.actor.moments.percentile.high,
-    )
-    aggregator = None
-    if not MetricAggregator.disabled:
-        aggregator = hydra.utils.instantiate(cfg.metric.aggregator, _convert_="all").to(fabric.device)
+    moments, aggregator = moments_and_aggregator(fabric, cfg, Moments)
     obs_keys = cfg.algo.cnn_keys.encoder + cfg.algo.mlp_keys.encoder
     batch = sequence_batch_v3_5(fabric, cfg, obs_keys, observation_space, actions_dim, is_continuous)
     gradient_steps = 0
