@@ -58,10 +58,10 @@ def in_chunks(fn: Callable[..., Out], chunk: int, *args: torch.Tensor | dict[str
             return {k: v[start : start + chunk] for k, v in arg.items()}
         return arg[start : start + chunk]
 
-    first = args[0]
-    n = len(next(iter(first.values()))) if isinstance(first, dict) else len(first)
     if chunk <= 0 or not torch.is_grad_enabled():
         return fn(*args)
+    first = args[0]
+    n = len(next(iter(first.values()))) if isinstance(first, dict) else len(first)
     # Early stop would end a recomputation by raising inside it, through compiled code
     # (run.compile) that must not take it for a failure; each chunk is recomputed whole.
     with set_checkpoint_early_stop(False):
