@@ -14,6 +14,7 @@ Python use, without the CLI::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
 from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.optim import LaProp
+from dreamrl.precision import autocast as precision_autocast
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch, WorldModel
 
@@ -80,6 +82,7 @@ class Agent:
             if isinstance(module, ChannelNormSiLU):
                 module.fused = config.run.compile
         self.wm.codec_chunk = config.run.codec_chunk
+        self.precision = config.run.precision
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
         gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm
@@ -212,7 +215,8 @@ class Agent:
         loss terms (or ``gradient``) at fault; ``train/skipped`` is 1 in its metrics.
         """
         batch = self.to_batch(data)
-        losses, metrics = self.losses(batch)
+        with self.autocast():  # the backward pass runs outside, in the dtypes the forward chose
+            losses, metrics = self.losses(batch)
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())
         assert isinstance(total, torch.Tensor)
         self.opt.zero_grad(set_to_none=True)
@@ -242,6 +246,10 @@ class Agent:
         result["train/updates"] = float(self.updates)
         result["train/skipped"] = 0.0
         return result
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The context the agent's forward passes run in for ``run.precision``."""
+        return precision_autocast(self.precision, self.device)
 
     def _skip(self) -> dict[str, float]:
         self.skipped_updates += 1
@@ -279,11 +287,12 @@ class Agent:
         state = state or self.init_state(n)
         tensors = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_space}
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
-        embed = self.wm.encoder(tensors)
-        latent = self.wm.rssm.obs_step(
-            state.latent, state.action, embed, is_first, sample=not deterministic, generator=self.act_gen
-        )
-        dist = self.ac.actor(latent.features())
+        with self.autocast():
+            embed = self.wm.encoder(tensors)
+            latent = self.wm.rssm.obs_step(
+                state.latent, state.action, embed, is_first, sample=not deterministic, generator=self.act_gen
+            )
+            dist = self.ac.actor(latent.features())
         action = dist.mode() if deterministic else dist.sample(self.act_gen)
         if self.act_space.discrete:
             out = action.argmax(-1).to(torch.int32).cpu().numpy()

@@ -157,7 +157,7 @@ class RSSM(nn.Module):
         layer: BlockLinear
         for norm, layer in zip(self.gru_norms, self.gru_layers):  # type: ignore[assignment]
             x = layer.blocks_forward(F.silu(norm(x)))
-        reset, cand, update = x.chunk(3, -1)  # each [G, N, D/G]
+        reset, cand, update = x.float().chunk(3, -1)  # each [G, N, D/G]; gates in float32
         reset = torch.sigmoid(reset)
         cand = torch.tanh(reset * cand)
         update = torch.sigmoid(update - 1.0)
@@ -166,7 +166,7 @@ class RSSM(nn.Module):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Flat logit-layer output ``[..., C*S]`` -> unimixed log-probs ``[..., C, S]``."""
-        x = x.unflatten(-1, (self.cfg.classes, self.cfg.stoch))
+        x = x.float().unflatten(-1, (self.cfg.classes, self.cfg.stoch))
         return D.unimix_logits(x, self.cfg.unimix, CLASS_DIM)
 
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:

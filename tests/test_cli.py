@@ -223,3 +223,24 @@ def test_bench_prints_its_figures_as_json():
     assert result["replay_bytes_per_obs_byte"] > 1  # actions, rewards and flags come on top
     assert result["achieved_gflops"] == pytest.approx(result["gflop_per_step"] * result["train_steps_per_s"])
     assert "GFLOP/s" in proc.stdout
+
+
+def test_bench_in_bfloat16_sets_its_figures_against_a_bfloat16_peak():
+    proc = dreamrl(
+        "bench",
+        "--env",
+        "CartPole-v1",
+        "--preset",
+        "debug",
+        "--train-steps",
+        "1",
+        "--json",
+        "run.threads=1",
+        "run.precision=bfloat16",
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["precision"] == "bfloat16"
+    assert result["peak_gflops"] > 0 and result["peak_gflops_float32"] > 0
+    assert result["peak_gflops"] != result["peak_gflops_float32"]  # two products were measured
+    assert result["peak_fraction"] == pytest.approx(result["achieved_gflops"] / result["peak_gflops"])
+    assert "bfloat16 matmul peak" in proc.stdout

@@ -141,7 +141,7 @@ class Decoder(nn.Module):
         if self.vector_keys:
             x = self.mlp(torch.cat([deter, stoch], -1))
             for k in self.vector_keys:
-                out[k] = self.vec_out[k](x)
+                out[k] = self.vec_out[k](x).float()
         if self.image_keys:
             out.update(self._images(deter, stoch))
         return out
@@ -159,7 +159,7 @@ class Decoder(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = norm(conv(x))
         x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = torch.sigmoid(self.image_out(x)).permute(0, 2, 3, 1)  # [N, H, W, C]
+        x = torch.sigmoid(self.image_out(x).float()).permute(0, 2, 3, 1)  # [N, H, W, C]
         out = {}
         start = 0
         for k in self.image_keys:

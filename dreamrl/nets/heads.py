@@ -31,7 +31,7 @@ class TwoHotHead(nn.Module):
         self.register_buffer("bins", D.twohot_bins(cfg.bins), persistent=False)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.out(self.mlp(feat))
+        return self.out(self.mlp(feat)).float()
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return D.twohot_mean(logits, self.bins)
@@ -49,7 +49,7 @@ class BinaryHead(nn.Module):
         self.out = Linear(mlp_width(inputs, cfg.layers, cfg.units), 1, outscale=cfg.outscale)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.out(self.mlp(feat)).squeeze(-1)
+        return self.out(self.mlp(feat)).float().squeeze(-1)
 
 
 class ActionDist:
@@ -126,6 +126,8 @@ class PolicyHead(nn.Module):
     def forward(self, feat: torch.Tensor) -> ActionDist:
         x = self.mlp(feat)
         if self.discrete:
-            return OneHotDist(D.unimix_logits(self.out(x), self.cfg.unimix))
-        mean, std = D.bounded_normal(self.out(x), self.std_out(x), self.cfg.minstd, self.cfg.maxstd)
+            return OneHotDist(D.unimix_logits(self.out(x).float(), self.cfg.unimix))
+        mean, std = D.bounded_normal(
+            self.out(x).float(), self.std_out(x).float(), self.cfg.minstd, self.cfg.maxstd
+        )
         return BoundedNormalDist(mean, std)

@@ -51,13 +51,16 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)
+        # Statistics in float32 whatever the compute dtype (dreamrl.precision).
+        return F.rms_norm(x.float(), (x.shape[-1],), self.scale, self.eps).to(x.dtype)
 
 
 def channel_rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    """``SiLU(RMSNorm over channels)`` of maps ``x [N, C, H, W]`` with ``scale [C]``."""
-    inv = torch.rsqrt(x.square().mean(1, keepdim=True) + eps)
-    return F.silu(x * inv * scale[:, None, None])
+    """``SiLU(RMSNorm over channels)`` of maps ``x [N, C, H, W]`` with ``scale [C]``,
+    computed in float32 and returned in ``x``'s dtype."""
+    x32 = x.float()
+    inv = torch.rsqrt(x32.square().mean(1, keepdim=True) + eps)
+    return F.silu(x32 * inv * scale[:, None, None]).to(x.dtype)
 
 
 _compiled_norm_silu: Callable[..., torch.Tensor] | None = None
@@ -182,8 +185,9 @@ class BlockRMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inv = torch.rsqrt(x.square().mean((0, 2), keepdim=True) + self.eps)
-        return x * inv * self.scale.view(self.blocks, 1, -1)
+        x32 = x.float()
+        inv = torch.rsqrt(x32.square().mean((0, 2), keepdim=True) + self.eps)
+        return (x32 * inv * self.scale.view(self.blocks, 1, -1)).to(x.dtype)
 
 
 class Conv2d(nn.Conv2d):

@@ -1,8 +1,9 @@
 """``dreamrl bench``: how fast training runs here, and how close to the hardware.
 
 Times full train steps (world model plus actor-critic update) after a warm-up, counts
-their floating-point operations with torch's FLOP counter, and measures a large float32
-matrix product in the same process as the peak to compare against. Also times the
+their floating-point operations with torch's FLOP counter, and measures a large matrix
+product in the same process, in the step's compute precision (``run.precision``), as the
+peak to compare against (the float32 one is always given too). Also times the
 policy (one batched acting step), a replay sample, and the chosen env's steps.
 
 With ``run.codec_chunk`` the backward pass runs the encoder and decoder forward a
@@ -37,10 +38,15 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
-    """GFLOP/s of a ``size`` x ``size`` float32 matrix product, the best of ``repeats``."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_peak_gflops(
+    size: int = 2048,
+    repeats: int = 5,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype``, the best of ``repeats``."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm up
     best = 0.0
     for _ in range(repeats):
@@ -203,7 +209,10 @@ def bench(
     obs["is_first"] = np.ones(envs, bool)
     state = agent.policy(obs, None)[1]
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
-    peak = matmul_peak_gflops(device=agent.device)
+    peak_f32 = matmul_peak_gflops(device=agent.device)
+    # The yardstick of achieved GFLOP/s is a product in the step's own compute dtype.
+    dtype = torch.bfloat16 if config.run.precision == "bfloat16" else torch.float32
+    peak = peak_f32 if dtype == torch.float32 else matmul_peak_gflops(device=agent.device, dtype=dtype)
     profiled = profile_step(step, profile) if profile else None
     # Counted last: a step run under the counter's dispatch mode leaves torch.compile'd
     # code (run.compile) running as slowly as eager code afterwards.
@@ -223,8 +232,10 @@ def bench(
         "gflop_per_step": flop / 1e9,
         "gflop_recomputed": recomputed / 1e9,
         "codec_chunk": agent.wm.codec_chunk,
+        "precision": config.run.precision,
         "achieved_gflops": flop / 1e9 / step_s,
         "peak_gflops": peak,
+        "peak_gflops_float32": peak_f32,
         "peak_fraction": flop / 1e9 / step_s / peak,
         "policy_step_ms": 1000 * policy_s,
         "policy_envs": envs,
@@ -251,7 +262,8 @@ def describe(r: dict[str, Any]) -> str:
             else ""
         ),
         f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
-        f"matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here",
+        f"{r['precision']} matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here"
+        + (f" (float32: {r['peak_gflops_float32']:.1f})" if r["precision"] != "float32" else ""),
         f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
         f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch; holds "
         f"{r['replay_bytes_per_obs_byte']:.3f} bytes per byte of observations",

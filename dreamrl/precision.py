@@ -1,0 +1,28 @@
+"""Compute precision: float32 throughout, or bfloat16 matrix products under autocast.
+
+With ``run.precision=bfloat16`` the train step's and the policy's forward passes run
+under ``torch.autocast``: matrix products and convolutions take bfloat16 inputs and give
+bfloat16 outputs, as the official DreamerV3 code computes by default. Weights, gradients
+and optimiser state stay float32. Everything whose precision matters stays float32 too,
+as in the official code: each norm computes its statistics in float32 (and hands its
+input's dtype on), and every head's logits, the RSSM's latent logits and GRU gates, the
+decoder's outputs and all losses are float32 (``.float()`` at those boundaries, a no-op
+in float32 runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from dreamrl.config import PRECISIONS
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """The context a forward pass runs in for ``precision`` (one of :data:`PRECISIONS`)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"run.precision must be one of {PRECISIONS}, got {precision!r}")
