@@ -98,6 +98,35 @@ def test_kill_9_then_the_same_command_continues_exactly(uninterrupted, tmp_path)
     assert not list((logdir / "checkpoints").glob(".tmp-*"))
 
 
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
+    logdir = tmp_path / "terminated"
+    # No periodic saves: a checkpoint past the start can only come from the signal.
+    proc = subprocess.Popen(
+        [*command(logdir), "run.save_every=3600", "run.eval_every=0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT below prints where it hangs
+    )
+    metrics = logdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        out, err = proc.communicate()
+        pytest.fail(f"still running 120 s after SIGTERM; its stacks:\n{out}{err}")
+    assert proc.returncode == 130, out + err  # the CLI's exit code for an interrupt
+    step, path = list_checkpoints(logdir)[-1]
+    assert 0 < step < STEPS
+    verify_checkpoint(path)
+    resumed = run(logdir)
+    assert f"Resuming from ckpt-{step:012d}" in resumed.stdout
+
+
 def test_replay_after_the_checkpoint_is_discarded_and_said(uninterrupted, tmp_path):
     import shutil
 

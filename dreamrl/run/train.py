@@ -15,12 +15,15 @@ a full disk while saving (the previous checkpoint is kept).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -128,9 +131,30 @@ def train(
         episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
     )
     try:
-        return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
+        with terminate_as_interrupt():
+            return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
     finally:
         pool.close()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's pre-emption, ``docker stop``) raises
+    KeyboardInterrupt inside, so the run saves a checkpoint on the way out as it does
+    for Ctrl-C; outside the main thread signals cannot be caught and nothing changes.
+    Env workers are spawned, so they keep the default handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Trainer:
