@@ -150,7 +150,7 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="print the curve of an existing run")
     parser.add_argument("--full", action="store_true", help="train the whole budget, past the target")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come after --full or --out
     tune_allocator()
     extra = parse_overrides(args.overrides)
     names = list(CHECKS) if args.check == "all" else [args.check]
