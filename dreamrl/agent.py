@@ -33,6 +33,7 @@ from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
 from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
+from dreamrl.precision import to_compute_dtype
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch, WorldModel
 
@@ -167,6 +168,8 @@ class Agent:
         del traj  # the states are in feat now: at size12m each copy is 168 MB
         if cfg.ac_grads:
             feat = torch.cat([starts.features()[:, None], feat[:, 1:]], 1)
+        # Under bfloat16 autocast, one cast shared by every head below instead of one each.
+        feat = to_compute_dtype(feat)
         with record_function("ac/loss"):
             with torch.no_grad():
                 reward = self.wm.reward.mean(self.wm.reward(feat))

@@ -19,6 +19,20 @@ import torch
 from dreamrl.config import PRECISIONS
 
 
+def to_compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype autocast computes products in here, or ``x`` itself outside autocast.
+
+    Autocast casts a product's input anew at every call and keeps each cast for the
+    backward pass (only leaf weights are cached): a tensor that feeds several products
+    (the features into actor and critic; a weight slice used at every step of a scan) is
+    cheaper cast once by the caller.
+    """
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        return x
+    return x.to(torch.get_autocast_dtype(kind))
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
     """The context a forward pass runs in for ``precision`` (one of :data:`PRECISIONS`)."""
     if precision == "float32":

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from dreamrl.config import RSSMConfig
 from dreamrl.nets import distributions as D
 from dreamrl.nets.layers import BlockLinear, BlockRMSNorm, Linear, NormAct, RMSNorm, mlp
+from dreamrl.precision import to_compute_dtype
 
 CLASS_DIM = -2
 
@@ -178,9 +179,18 @@ class RSSM(nn.Module):
         weight = self.post_in.weight[:, self.cfg.deter :]
         return F.linear(embed, weight, self.post_in.bias)
 
-    def posterior_logits(self, deter: torch.Tensor, embed_proj: torch.Tensor) -> torch.Tensor:
-        """``deter [N, D]`` and projected embedding ``[N, hidden]`` -> log-probs ``[N, C, S]``."""
-        x = F.linear(deter, self.post_in.weight[:, : self.cfg.deter]) + embed_proj
+    def posterior_deter_weight(self) -> torch.Tensor:
+        """The deter share of the posterior's first layer, ``[hidden, D]``, in the compute
+        dtype: a scan casts it once rather than once per step."""
+        return to_compute_dtype(self.post_in.weight[:, : self.cfg.deter])
+
+    def posterior_logits(
+        self, deter: torch.Tensor, embed_proj: torch.Tensor, deter_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``deter [N, D]`` and projected embedding ``[N, hidden]`` -> log-probs ``[N, C, S]``;
+        ``deter_weight`` is :meth:`posterior_deter_weight`, made here when not given."""
+        weight = self.posterior_deter_weight() if deter_weight is None else deter_weight
+        x = F.linear(deter, weight) + embed_proj
         return self._logits(self.post_out(self.post_mlp(F.silu(self.post_norm(x)))))
 
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -205,12 +215,13 @@ class RSSM(nn.Module):
         prev_action = prev_action * keep[..., None]
         action_in = self.embed_action(prev_action)  # [B, T, hidden], whole sequence at once
         embed_proj = self.project_embed(embed)  # [B, T, hidden]
+        deter_weight = self.posterior_deter_weight()
         deter, stoch = start
         deters, stochs, logits = [], [], []
         for t in range(T):
             k = keep[:, t, None]
             deter = self.core(deter * k, stoch * k[..., None], action_in[:, t])
-            logit = self.posterior_logits(deter, embed_proj[:, t])
+            logit = self.posterior_logits(deter, embed_proj[:, t], deter_weight)
             stoch = self.sample(logit, generator)
             deters.append(deter)
             stochs.append(stoch)
