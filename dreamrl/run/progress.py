@@ -60,9 +60,11 @@ class Progress:
             self._last_line, self._last_steps = now, steps
 
     def note(self, message: str) -> None:
+        """Say an event (an env restart, an interrupt, an early stop): always, with or
+        without progress output, since a log without it would hide what happened."""
         if self._bar is not None:
             self._bar.write(message)
-        elif self.enabled:
+        else:
             print(message, file=self.out, flush=True)
 
     def close(self) -> None:
