@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,7 +34,7 @@ from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
 from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
-from dreamrl.precision import to_compute_dtype
+from dreamrl.precision import bfloat16_is_native, to_compute_dtype
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch, WorldModel
 
@@ -84,6 +85,12 @@ class Agent:
                 module.fused = config.run.compile
         self.wm.codec_chunk = config.run.codec_chunk
         self.precision = config.run.precision
+        if self.precision == "bfloat16" and not bfloat16_is_native(self.device):
+            warnings.warn(
+                f"run.precision=bfloat16 on a {self.device.type} without bfloat16 units: it is emulated "
+                "there and slower than float32",
+                stacklevel=2,
+            )
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
         gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm

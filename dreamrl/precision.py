@@ -19,6 +19,19 @@ import torch
 from dreamrl.config import PRECISIONS
 
 
+def bfloat16_is_native(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 arithmetic units; elsewhere bfloat16 is emulated
+    and slower than float32. CPUs: AVX512-BF16 or AMX, as oneDNN sees them."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
+    return True
+
+
 def to_compute_dtype(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the dtype autocast computes products in here, or ``x`` itself outside autocast.
 

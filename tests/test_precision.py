@@ -4,6 +4,8 @@ outputs, losses) and float32 weights, gradients and optimiser state."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +142,14 @@ def test_bfloat16_policy_acts_in_the_action_space():
     assert actions.dtype == np.float32 and actions.shape == (3, 2)
     assert np.all(np.abs(actions) <= 1.0)
     assert state.latent.deter.dtype == torch.float32
+
+
+def test_emulated_bfloat16_is_warned_about(monkeypatch):
+    import dreamrl.agent
+
+    monkeypatch.setattr(dreamrl.agent, "bfloat16_is_native", lambda device: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        make_agent("bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_agent("float32")
