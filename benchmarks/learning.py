@@ -167,4 +167,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run saved a checkpoint on its way out
+        print("interrupted: the same command resumes from the last checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
