@@ -153,3 +153,25 @@ def test_emulated_bfloat16_is_warned_about(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_agent("float32")
+
+
+def test_diagnostics_ask_the_model_in_its_training_precision():
+    from dreamrl.diagnostics.rollout import WorldModelView
+
+    agent = make_agent("bfloat16")
+    view = WorldModelView(agent)
+    batch = agent.to_batch(random_batch())
+    seen = []
+    encoder = agent.wm.encoder
+    original = encoder.forward
+
+    def spy(obs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(obs)
+
+    encoder.forward = spy  # type: ignore[method-assign]
+    posterior, logits = view.observe(batch, torch.Generator().manual_seed(0))
+    assert seen == [True]
+    assert logits.dtype == torch.float32 and posterior.deter.dtype == torch.float32
+    decoded = view.decode(posterior)
+    assert {v.dtype for v in decoded.values()} == {torch.float32}

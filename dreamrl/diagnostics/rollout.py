@@ -11,6 +11,7 @@ one, and a wrong one whose errors grow with the horizon).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -116,30 +117,37 @@ class WorldModelView:
     def __init__(self, agent: object):
         self.agent = agent
         self.wm = agent.wm  # type: ignore[attr-defined]
+        # The model is asked in the precision it trains and acts in (run.precision).
+        self.precision: Callable[[], contextlib.AbstractContextManager[object]] = getattr(
+            agent, "autocast", contextlib.nullcontext
+        )
 
     def observe(self, batch: Batch, generator: torch.Generator) -> tuple[Latent, torch.Tensor]:
         from dreamrl.world_model import previous_actions
 
         B = batch.is_first.shape[0]
-        embed = self.wm.encoder(batch.obs)
-        start = self.wm.rssm.initial(B, batch.reward.device)
-        observed = self.wm.rssm.observe(
-            start, embed, previous_actions(batch.action), batch.is_first, generator
-        )
+        with self.precision():
+            embed = self.wm.encoder(batch.obs)
+            start = self.wm.rssm.initial(B, batch.reward.device)
+            observed = self.wm.rssm.observe(
+                start, embed, previous_actions(batch.action), batch.is_first, generator
+            )
         return observed.posterior, observed.post_logits
 
     def imagine(
         self, start: Latent, actions: Actions, generator: torch.Generator, horizon: int
     ) -> tuple[Latent, torch.Tensor]:
-        traj, _ = self.wm.rssm.imagine(start, actions, horizon, generator)
-        states = latent_index(traj, slice(1, None))
-        return states, self.wm.rssm.prior_logits(states.deter)
+        with self.precision():
+            traj, _ = self.wm.rssm.imagine(start, actions, horizon, generator)
+            states = latent_index(traj, slice(1, None))
+            return states, self.wm.rssm.prior_logits(states.deter)
 
     def decode(self, latent: Latent) -> dict[str, torch.Tensor]:
         from dreamrl.nets.distributions import symexp
 
         B, T = latent.deter.shape[:2]
-        out = self.wm.decoder(latent.deter.flatten(0, 1), latent.stoch.flatten(0, 1).flatten(-2))
+        with self.precision():
+            out = self.wm.decoder(latent.deter.flatten(0, 1), latent.stoch.flatten(0, 1).flatten(-2))
         decoded = {}
         for key, value in out.items():
             value = value.reshape(B, T, *value.shape[1:])
@@ -147,10 +155,12 @@ class WorldModelView:
         return decoded
 
     def reward(self, latent: Latent) -> torch.Tensor:
-        return self.wm.reward.mean(self.wm.reward(latent.features()))  # type: ignore[no-any-return]
+        with self.precision():
+            return self.wm.reward.mean(self.wm.reward(latent.features()))  # type: ignore[no-any-return]
 
     def cont(self, latent: Latent) -> torch.Tensor:
-        return torch.sigmoid(self.wm.cont(latent.features()))
+        with self.precision():
+            return torch.sigmoid(self.wm.cont(latent.features()))
 
 
 def windows(
