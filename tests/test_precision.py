@@ -175,3 +175,29 @@ def test_diagnostics_ask_the_model_in_its_training_precision():
     assert logits.dtype == torch.float32 and posterior.deter.dtype == torch.float32
     decoded = view.decode(posterior)
     assert {v.dtype for v in decoded.values()} == {torch.float32}
+
+
+def test_shared_inputs_are_cast_once_not_once_per_product():
+    """Autocast keeps a bfloat16 copy of a product's input for backward at every call: the
+    imagined features (actor and critic) and the posterior's weight slice (every step of
+    the scan) are cast once by the caller instead."""
+    agent = make_agent("bfloat16")
+    B, T = 3, 16  # B*T differs from every layer width, so shapes below are unambiguous
+    batch = agent.to_batch(random_batch(batch=B, length=T))
+    saved: list[tuple[int, ...]] = []
+    pointers: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.dtype == torch.bfloat16 and t.data_ptr() not in pointers:
+            pointers.add(t.data_ptr())
+            saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), agent.autocast():
+        agent.losses(batch)
+    cfg = agent.config.agent
+    rssm = cfg.dyn.rssm
+    # The products see the features [B*T starts, H+1, F] flattened to [B*T*(H+1), F].
+    assert saved.count((B * T * (cfg.imag_length + 1), agent.wm.feat_dim)) == 1
+    # Weights [hidden, deter] are saved transposed; a cast per scan step would leave T of them.
+    assert saved.count((rssm.deter, rssm.hidden)) < T
