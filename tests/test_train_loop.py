@@ -65,6 +65,9 @@ def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
     scores = [r["episode/score"] for r in records if "episode/score" in r]
     assert scores and all(s == 10.0 for s in scores)  # reward 1 on each of 10 steps, none on reset
     assert records[-1]["step"] == 300
+    memory = [r for r in records if "mem/peak_rss_mb" in r]
+    assert memory, "no memory figures in the metrics"
+    assert all(50 < r["mem/rss_mb"] <= r["mem/peak_rss_mb"] for r in memory)  # torch alone is ~200 MB
 
 
 def test_stop_hook_ends_training_after_an_evaluation(tmp_path):

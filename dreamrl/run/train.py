@@ -19,6 +19,8 @@ import contextlib
 import functools
 import json
 import math
+import os
+import resource
 import signal
 import sys
 import threading
@@ -135,6 +137,19 @@ def train(
             return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
     finally:
         pool.close()
+
+
+def resident_mb() -> tuple[float, float]:
+    """(now, peak) resident memory of this process in MB: the peak from getrusage, the
+    current figure from /proc (NaN where there is none)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB on Linux
+    try:
+        with open("/proc/self/statm") as f:
+            now_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return math.nan, peak_mb
+    return now_mb, max(now_mb, peak_mb)  # read a moment apart: the process may have grown
 
 
 @contextlib.contextmanager
@@ -337,6 +352,7 @@ class Trainer:
         metrics["env/restarts"] = float(self.pool.restarts)
         metrics["replay/bad_chunks"] = float(len(getattr(self.replay, "bad_chunks", [])))
         metrics["time/elapsed"] = self.elapsed()
+        metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
         self.logger.write(self.state.env_steps, metrics)
         self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
 
