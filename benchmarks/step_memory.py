@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import resource
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from dreamrl.config import build_config, parse_overrides
 from dreamrl.envs import make_env
 from dreamrl.run.allocator import tune_allocator
 from dreamrl.run.bench import PHASES, random_batch
-from dreamrl.run.train import replay_spaces
+from dreamrl.run.train import replay_spaces, resident_mb
 
 # The columns of torch's memory timeline export (torch.profiler._memory_profiler): an unused
 # first one, then its categories in order, the last for tensors it could not place.
@@ -88,7 +87,7 @@ def main() -> int:
     peak = int(live.argmax())
     split = ", ".join(f"{name} {b / MB:.1f}" for name, b in zip(CATEGORIES, sizes[peak]) if b >= 0.05 * MB)
     print(f"peak of live tensors {live[peak] / MB:.1f} MB: {split}")
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = resident_mb()[1]
     print(f"peak resident memory of the process {rss_mb:.0f} MB (the profiler's records included)")
     return 0
 

@@ -84,8 +84,7 @@ class Agent:
             if isinstance(module, ChannelNormSiLU):
                 module.fused = config.run.compile
         self.wm.codec_chunk = config.run.codec_chunk
-        self.precision = config.run.precision
-        if self.precision == "bfloat16" and not bfloat16_is_native(self.device):
+        if config.run.precision == "bfloat16" and not bfloat16_is_native(self.device):
             warnings.warn(
                 f"run.precision=bfloat16 on a {self.device.type} without bfloat16 units: it is emulated "
                 "there and slower than float32",
@@ -259,7 +258,7 @@ class Agent:
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """The context the agent's forward passes run in for ``run.precision``."""
-        return precision_autocast(self.precision, self.device)
+        return precision_autocast(self.config.run.precision, self.device)
 
     def _skip(self) -> dict[str, float]:
         self.skipped_updates += 1

@@ -18,6 +18,9 @@ import torch
 
 from dreamrl.config import PRECISIONS
 
+# The dtype matrix products run in, per run.precision (the keys are config.PRECISIONS).
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 
 def bfloat16_is_native(device: torch.device) -> bool:
     """Whether ``device`` has bfloat16 arithmetic units; elsewhere bfloat16 is emulated
@@ -48,8 +51,8 @@ def to_compute_dtype(x: torch.Tensor) -> torch.Tensor:
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
     """The context a forward pass runs in for ``precision`` (one of :data:`PRECISIONS`)."""
+    if precision not in COMPUTE_DTYPES:
+        raise ValueError(f"run.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "float32":
         return contextlib.nullcontext()
-    if precision == "bfloat16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"run.precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=COMPUTE_DTYPES[precision])

@@ -17,7 +17,6 @@ does not depend on what the numbers are, and no minutes go into collecting them.
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -172,8 +171,9 @@ def bench(
 
     from dreamrl.agent import Agent
     from dreamrl.envs import make_env
+    from dreamrl.precision import COMPUTE_DTYPES
     from dreamrl.replay import Replay, step_bytes
-    from dreamrl.run.train import replay_spaces
+    from dreamrl.run.train import replay_spaces, resident_mb
 
     rng = np.random.default_rng(0)
     env = make_env(config, 0)
@@ -203,7 +203,7 @@ def bench(
 
     step_s = _median_seconds(step, train_steps)
     # Memory of training alone: the profiler and the FLOP count below add their own.
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mb = resident_mb()[1]
     envs = config.run.envs
     obs = {k: v[:envs, 0] for k, v in random_batch(spaces, envs, 1, rng).items() if k in obs_space}
     obs["is_first"] = np.ones(envs, bool)
@@ -211,7 +211,7 @@ def bench(
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
     peak_f32 = matmul_peak_gflops(device=agent.device)
     # The yardstick of achieved GFLOP/s is a product in the step's own compute dtype.
-    dtype = torch.bfloat16 if config.run.precision == "bfloat16" else torch.float32
+    dtype = COMPUTE_DTYPES[config.run.precision]
     peak = peak_f32 if dtype == torch.float32 else matmul_peak_gflops(device=agent.device, dtype=dtype)
     profiled = profile_step(step, profile) if profile else None
     # Counted last: a step run under the counter's dispatch mode leaves torch.compile'd
