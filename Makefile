@@ -11,14 +11,15 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Debian's headless OpenGL for MuJoCo (DeepMind Control renders through OSMesa or EGL);
-# chromium (large, accepted) opens the HTML report headless in its test.
-DEBS := libosmesa6 libegl1 libgl1 chromium
+# chromium (large, accepted) opens the HTML report headless in its test. jemalloc: the
+# C allocator the dreamrl command preloads (dreamrl/run/allocator.py says why).
+DEBS := libosmesa6 libegl1 libgl1 libjemalloc2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 debs:
 	@if command -v apt-get >/dev/null; then \
 	  dpkg -s $(DEBS) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q $(DEBS) >/dev/null \
 	  || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(DEBS) >/dev/null); \
-	else echo "warning: not a Debian system; install OSMesa or EGL for DeepMind Control rendering"; fi
+	else echo "warning: not a Debian system; install OSMesa or EGL for DeepMind Control rendering, and jemalloc"; fi
 
 # torch is installed first and pinned: on the project's machines `pip install
 # torch==2.13.0` takes a CPU wheel from local disk, where an unpinned resolve would

@@ -8,8 +8,8 @@ One invocation runs both, one after the other, on the same machine with the same
 of 64 steps by default), the same 64x64x3 image observations (or, with ``--vectors``, the same state
 vectors) and discrete actions (CartPole-v1 seen
 through its rgb render, two actions), the same torch thread count (``torch.set_num_threads`` in both
-processes and ``OMP_NUM_THREADS`` in both environments), the same torch version and the same glibc
-allocator settings (``--allocator``):
+processes and ``OMP_NUM_THREADS`` in both environments), the same torch version and the same C
+allocator and its settings (``--allocator``, jemalloc by default as dreamrl's CLI runs):
 
 1. sheeprl (``sheeprl==0.8.4`` from PyPI), in a virtualenv of its own (``--venv``): it is never a
    dependency of dreamrl. A missing venv is created once (``pip install torch==<dreamrl's torch>``
@@ -55,6 +55,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from dreamrl.run.allocator import (
+    JEMALLOC_CONF,
+    exec_with_jemalloc,
+    find_jemalloc,
+    malloc_in_use,
+    tune_allocator,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_SCRIPT = Path(__file__).resolve().parent / "sheeprl_step.py"
@@ -102,10 +110,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--allocator",
-        choices=["tuned", "default"],
-        default="tuned",
-        help="glibc settings of both processes: tuned as dreamrl's CLI sets them (mmap threshold at its "
-        "maximum, no trimming), or glibc's defaults",
+        choices=["jemalloc", "tuned", "default"],
+        default="jemalloc",
+        help="C allocator of both processes: jemalloc preloaded with page purging off, as dreamrl's CLI "
+        "runs (needs Debian's libjemalloc2); glibc tuned as dreamrl sets it where jemalloc is missing "
+        "(mmap threshold at its maximum, no trimming); or glibc's defaults",
     )
     p.add_argument("--sheeprl-version", default=SHEEPRL_VERSION, help="sheeprl release to install from PyPI")
     p.add_argument(
@@ -205,6 +214,13 @@ def run_sheeprl(args: argparse.Namespace, python: Path) -> dict[str, Any]:
         *(["--override=fabric.precision=bf16-mixed"] if args.precision == "bfloat16" else []),
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    if args.allocator == "jemalloc":
+        # This process was restarted with jemalloc (main); the child gets the same library and settings.
+        env["LD_PRELOAD"] = str(find_jemalloc())
+        env["MALLOC_CONF"] = os.environ.get("MALLOC_CONF", JEMALLOC_CONF)
+    else:
+        env.pop("LD_PRELOAD", None)
+        env.pop("MALLOC_CONF", None)
     env["OMP_NUM_THREADS"] = str(args.threads)
     env["VIRTUAL_ENV"] = str(python.parent.parent)
     say(args, f"\nsheeprl: {' '.join(cmd[1:])}")
@@ -306,9 +322,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Before torch starts its OpenMP pool in this process (dreamrl's run) and for the sheeprl child.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.allocator == "jemalloc":
+        exec_with_jemalloc()  # returns only where it was preloaded already or cannot be
+        if malloc_in_use() != "jemalloc":
+            print(
+                "error: --allocator jemalloc needs libjemalloc (Debian: libjemalloc2) and no "
+                "DREAMRL_MALLOC=glibc; or use --allocator tuned",
+                file=sys.stderr,
+            )
+            return 1
+    elif malloc_in_use() != "glibc":
+        print(f"error: --allocator {args.allocator}, but {malloc_in_use()} is preloaded", file=sys.stderr)
+        return 1
     if args.allocator == "tuned":
-        from dreamrl.run.allocator import tune_allocator
-
         tune_allocator()
     torch_version = importlib.metadata.version("torch")
     python = ensure_venv(args, torch_version)

@@ -1,7 +1,8 @@
 """Time one train step of sheeprl's DreamerV3 and count its FLOPs; runs inside sheeprl's own virtualenv.
 
     <sheeprl-venv>/bin/python benchmarks/sheeprl_step.py [--algo dreamer_v3_XS] [--batch 16] [--length 64]
-        [--threads 2] [--steps 3] [--warmup 2] [--allocator tuned|default] [--peak] [--override KEY=VALUE ...]
+        [--threads 2] [--steps 3] [--warmup 2] [--allocator default|tuned|jemalloc] [--peak]
+        [--override KEY=VALUE ...]
 
 ``benchmarks/sheeprl_side_by_side.py`` runs this script under the python of a separate virtualenv that
 has sheeprl (from PyPI) installed; sheeprl is never a dependency of dreamrl, and nothing of it is copied
@@ -43,6 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 M_TRIM_THRESHOLD = -1
@@ -62,9 +64,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed train steps first")
     p.add_argument(
         "--allocator",
-        choices=["default", "tuned"],
+        choices=["default", "tuned", "jemalloc"],
         default="default",
-        help="tuned: glibc's mmap threshold at its maximum and no trimming (as dreamrl's CLI sets them)",
+        help="tuned: glibc's mmap threshold at its maximum and no trimming (as dreamrl sets them without "
+        "jemalloc); jemalloc: check that the caller preloaded it (LD_PRELOAD), as dreamrl's CLI runs",
     )
     p.add_argument(
         "--vectors",
@@ -452,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     if args.allocator == "tuned" and sys.platform.startswith("linux"):
         tune_allocator()
+    if args.allocator == "jemalloc" and "libjemalloc" not in Path("/proc/self/maps").read_text():
+        print("error: --allocator jemalloc, but libjemalloc is not preloaded (LD_PRELOAD)", file=sys.stderr)
+        return 1
     import torch
 
     torch.set_num_threads(args.threads)

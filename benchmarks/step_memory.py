@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from dreamrl.agent import Agent
 from dreamrl.config import build_config, parse_overrides
 from dreamrl.envs import make_env
-from dreamrl.run.allocator import tune_allocator
+from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.bench import PHASES, random_batch
 from dreamrl.run.train import replay_spaces, resident_mb
 
@@ -47,12 +47,13 @@ MB = 2**20
 
 
 def main() -> int:
+    exec_with_jemalloc()  # as the dreamrl command does: restarts once with jemalloc preloaded
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="dmc:cartpole_balance")
     parser.add_argument("--preset", nargs="+", default=["dmc_vision", "size12m"])
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    tune_allocator()
+    tune_allocator()  # where glibc stays (DREAMRL_MALLOC=glibc, or no libjemalloc)
     config = build_config(args.preset, {"task": args.env, **parse_overrides(args.overrides)})
     env = make_env(config, 0)
     obs_space, act_space = env.obs_space, env.act_space

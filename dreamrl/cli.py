@@ -319,6 +319,12 @@ def config_reference() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; ``argv`` None reads ``sys.argv`` and may first restart the
+    process with jemalloc preloaded (:mod:`dreamrl.run.allocator`)."""
+    if argv is None:
+        from dreamrl.run.allocator import exec_with_jemalloc
+
+        exec_with_jemalloc()
     parser = _parser()
     # Overrides may sit anywhere among the flags: collect the stray key=value items.
     args, extra = parser.parse_known_args(argv)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dreamrl.agent import Agent
+from dreamrl.run.allocator import find_jemalloc
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
 
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0", "run.threads=1"]
 
 
-def dreamrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dreamrl(*args: str, check: bool = True, **environ: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.update(environ)
     proc = subprocess.run(
         [sys.executable, "-m", "dreamrl", *args],
         capture_output=True,
@@ -223,6 +225,8 @@ def test_bench_prints_its_figures_as_json():
     assert result["replay_bytes_per_obs_byte"] > 1  # actions, rewards and flags come on top
     assert result["achieved_gflops"] == pytest.approx(result["gflop_per_step"] * result["train_steps_per_s"])
     assert "GFLOP/s" in proc.stdout
+    # The command restarted itself with jemalloc preloaded where it is installed (make installs it).
+    assert result["malloc"] == ("jemalloc" if find_jemalloc() else "glibc")
 
 
 def test_bench_in_bfloat16_sets_its_figures_against_a_bfloat16_peak():
@@ -237,8 +241,10 @@ def test_bench_in_bfloat16_sets_its_figures_against_a_bfloat16_peak():
         "--json",
         "run.threads=1",
         "run.precision=bfloat16",
+        DREAMRL_MALLOC="glibc",
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["malloc"] == "glibc"  # DREAMRL_MALLOC=glibc: no restart
     assert result["precision"] == "bfloat16"
     assert result["peak_gflops"] > 0 and result["peak_gflops_float32"] > 0
     assert result["peak_gflops"] != result["peak_gflops_float32"]  # two products were measured

@@ -1,29 +1,109 @@
-"""Keep glibc from returning large tensor buffers to the OS between train steps.
+"""Memory allocators: jemalloc under the command line, glibc's malloc tuned otherwise.
 
-PyTorch's CPU allocator hands big buffers straight to ``malloc``; glibc serves blocks
-above its mmap threshold with fresh ``mmap`` calls and unmaps them on free, so every
-train step page-faults its activations in again. Raising the mmap threshold to its
-maximum and disabling trimming keeps freed buffers in the heap for reuse. On a 2-core
-CPU this took a size1m block-GRU layer from 10 ms to 3 ms per call.
+PyTorch's CPU allocator hands every tensor buffer straight to ``malloc``, so the C
+allocator decides both a train step's resident memory and part of its time.
 
-Called by the CLI and benchmarks before work starts (never at import). Python users
-can call :func:`tune_allocator` themselves; it is a no-op off glibc.
+glibc's malloc fragments under a train step's pattern (hundreds of buffers of a few
+MB, freed and allocated again each step): a ``size12m`` bfloat16 step kept 2.2 GB
+resident for a live-tensor peak of 0.85 GB. jemalloc with page purging off kept 1.8 GB
+and ran the step as fast or faster (``docs/performance.md``, "Memory allocator").
+Purging is off because returning freed pages to the OS makes the next step fault them
+in again: with jemalloc's default decay the same step took 9.7 s instead of 5.8 s.
+
+jemalloc has to be loaded before the interpreter starts (``LD_PRELOAD``), so the
+``dreamrl`` command and the benchmarks call :func:`exec_with_jemalloc` first thing: it
+restarts the process once with the library preloaded, where Debian's ``libjemalloc2``
+is installed. ``DREAMRL_MALLOC=glibc`` keeps glibc. Where glibc stays,
+:func:`tune_allocator` raises its mmap threshold and disables trimming, which keeps
+freed buffers for reuse: on a 2-core CPU that took a size1m block-GRU layer from 10 ms
+to 3 ms per call.
+
+Nothing here runs at import. Python users can preload jemalloc themselves
+(``LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python ...``)
+or call :func:`tune_allocator`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
+MALLOC_ENV = "DREAMRL_MALLOC"  # 'jemalloc' (default) or 'glibc'
+MALLOC_CHOICES = ("jemalloc", "glibc")
+# Set in the restarted process, so that a library that failed to preload cannot loop.
+RESTARTED_ENV = "DREAMRL_MALLOC_RESTARTED"
+# Never purge freed pages (see the module docstring); resident memory stays at the
+# allocator's high-water mark, as it does with glibc and trimming disabled.
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def find_jemalloc() -> str | None:
+    """The jemalloc shared library's name as the dynamic loader finds it, or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.util.find_library("jemalloc")
+
+
+def malloc_in_use(maps: Path = Path("/proc/self/maps")) -> str:
+    """Which C allocator this process runs on: 'jemalloc', 'tcmalloc', 'glibc', or
+    'unknown' where the process's mappings cannot be read (off Linux)."""
+    try:
+        text = maps.read_text()
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc"):
+        if f"lib{name}" in text:
+            return name
+    return "glibc"
+
+
+def jemalloc_environ(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
+    """The environment to restart the process with so that jemalloc is preloaded, or
+    None where it should not restart: ``DREAMRL_MALLOC`` asks for glibc, no library was
+    found, or this process is already the restarted one. A user's own ``MALLOC_CONF``
+    wins over :data:`JEMALLOC_CONF`; raises ValueError on an unknown ``DREAMRL_MALLOC``."""
+    choice = environ.get(MALLOC_ENV, "jemalloc")
+    if choice not in MALLOC_CHOICES:
+        raise ValueError(f"{MALLOC_ENV}={choice!r}: expected one of {', '.join(MALLOC_CHOICES)}")
+    if choice == "glibc" or library is None or environ.get(RESTARTED_ENV):
+        return None
+    env = dict(environ)
+    env["LD_PRELOAD"] = " ".join(x for x in (library, environ.get("LD_PRELOAD", "")) if x)
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    env[RESTARTED_ENV] = "1"
+    return env
+
+
+def exec_with_jemalloc() -> None:
+    """Restart this process with jemalloc preloaded (see the module docstring), or
+    return where it stays as it is. Call before any work: the process is replaced."""
+    if malloc_in_use() != "glibc":
+        return
+    try:
+        env = jemalloc_environ(os.environ, find_jemalloc())
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # orig_argv is the command line as the interpreter received it (`-m`, a script or
+    # a console-script wrapper), so the restarted process runs the same thing.
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
 
 def tune_allocator() -> bool:
-    """Apply the settings; returns True when glibc accepted them."""
-    if not sys.platform.startswith("linux"):
+    """Apply glibc's settings; returns True when glibc accepted them (False off glibc,
+    or where jemalloc or tcmalloc serves the process's allocations)."""
+    if not sys.platform.startswith("linux") or malloc_in_use() != "glibc":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dreamrl.config import Config
+from dreamrl.run.allocator import malloc_in_use
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -243,6 +244,7 @@ def bench(
         "replay_bytes_per_obs_byte": replay_overhead,
         "env_steps_per_s": env_fps,
         "peak_rss_mb": peak_rss_mb,
+        "malloc": malloc_in_use(),
         **({"profile": profiled} if profiled else {}),
     }
 
@@ -268,7 +270,8 @@ def describe(r: dict[str, Any]) -> str:
         f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch; holds "
         f"{r['replay_bytes_per_obs_byte']:.3f} bytes per byte of observations",
         f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
-        f"  peak memory       {r['peak_rss_mb']:.0f} MB resident (over the timed train steps)",
+        f"  peak memory       {r['peak_rss_mb']:.0f} MB resident (over the timed train steps; "
+        f"malloc: {r['malloc']})",
     ]
     if "profile" in r:
         p = r["profile"]

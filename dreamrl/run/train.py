@@ -42,6 +42,7 @@ from dreamrl.envs.spaces import STEP_KEYS, Space
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.rssm import Latent
 from dreamrl.run import resume as resumelib
+from dreamrl.run.allocator import malloc_in_use
 from dreamrl.run.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -509,7 +510,7 @@ def _describe(config: Config, agent: Agent, pool: EnvPool, replay: Replay, out: 
     )
     print(
         f"Agent: {agent.param_count():,} parameters on {agent.device}; presets "
-        f"{', '.join(config.presets) or 'none'}.",
+        f"{', '.join(config.presets) or 'none'}; malloc {malloc_in_use()}.",
         file=out,
     )
     print(
