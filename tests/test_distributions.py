@@ -182,6 +182,28 @@ def test_twohot_loss_does_not_backprop_into_target():
     torch.testing.assert_close(logits.grad, torch.tensor([0.2, 0.2, -0.3, -0.3, 0.2]))
 
 
+def test_twohot_loss_gradient_passes_gradcheck():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[-99.0, -3.0, 0.0], [0.25, 1.0, 7.5], [-0.5, 10.0, 40.0], [2.0, -1.0, 0.1]])
+    assert torch.autograd.gradcheck(lambda z: D.twohot_loss(z, target, SMALL_BINS), (logits,))
+
+
+def test_twohot_loss_keeps_only_the_logits_for_backward():
+    logits = torch.randn(64, 255, requires_grad=True)
+    target = torch.randn(64) * 10
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        D.twohot_loss(logits, target, D.twohot_bins(255))
+    # logits, targets and bins; the composed ops kept log-probabilities and two-hot targets too.
+    assert sum(storages.values()) == logits.nbytes + target.nbytes + 255 * 4
+
+
 # ----------------------------------------------------------------------------- unimix
 
 

@@ -1,4 +1,5 @@
-"""The CNN's norm + SiLU, eager and compiled (`run.compile`), and its fallback."""
+"""The norm + SiLU units: the CNN's, eager and compiled (`run.compile`), and its fallback;
+the MLPs', whose backward pass keeps only the input."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from dreamrl.agent import Agent
 from dreamrl.config import build_config
 from dreamrl.envs.spaces import Space
 from dreamrl.nets import layers
-from dreamrl.nets.layers import ChannelNormSiLU, channel_rms_norm_silu, fused_channel_rms_norm_silu
+from dreamrl.nets.layers import (
+    ChannelNormSiLU,
+    NormAct,
+    channel_rms_norm_silu,
+    fused_channel_rms_norm_silu,
+    rms_norm_silu,
+)
 
 
 def test_channel_norm_silu_against_a_hand_computation():
@@ -90,3 +98,76 @@ def test_every_layer_width_and_batch_size_shares_a_few_compiled_graphs(caplog):
                 with torch.no_grad():
                     torch.testing.assert_close(norm(x), channel_rms_norm_silu(x, norm.scale, norm.eps))
     assert not [r for r in caplog.records if "recompile_limit" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- MLP norm + SiLU
+
+
+def _reference_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """The same map composed of torch ops, as autograd would differentiate it."""
+    x32 = x.float()
+    return F.silu(F.rms_norm(x32, (x.shape[-1],), scale, eps)).to(x.dtype)
+
+
+def test_mlp_norm_silu_gradients_pass_gradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    scale = (torch.rand(6, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: rms_norm_silu(a, b, 1e-4), (x, scale))
+
+
+def test_mlp_norm_silu_matches_the_composed_ops():
+    torch.manual_seed(0)
+    x = torch.randn(5, 7, 32) * 3
+    scale = torch.rand(32) + 0.5
+    weights = torch.randn(5, 7, 32)
+    outs = []
+    for fn in (_reference_norm_silu, rms_norm_silu):
+        xi, si = x.clone().requires_grad_(), scale.clone().requires_grad_()
+        y = fn(xi, si, 1e-4)
+        (y * weights).sum().backward()
+        outs.append((y.detach(), xi.grad, si.grad))
+    for ref, fused in zip(*outs):
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_norm_silu_in_bfloat16_computes_in_float32_and_returns_bfloat16():
+    torch.manual_seed(0)
+    x = (torch.randn(64, 48) * 2).to(torch.bfloat16).requires_grad_()
+    scale = (torch.rand(48) + 0.5).requires_grad_()
+    y = rms_norm_silu(x, scale, 1e-4)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert scale.grad is not None and scale.grad.dtype == torch.float32
+    x32, s32 = x.detach().float().requires_grad_(), scale.detach().clone().requires_grad_()
+    _reference_norm_silu(x32, s32, 1e-4).sum().backward()
+    reference = _reference_norm_silu(x.detach().float(), scale.detach(), 1e-4)
+    torch.testing.assert_close(y, reference.to(torch.bfloat16))  # float32 values, rounded once
+    torch.testing.assert_close(scale.grad, s32.grad, rtol=1e-4, atol=1e-4)  # float32 sums either way
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the storages autograd keeps for backward while ``fn`` runs."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norm_act_keeps_only_its_linear_input_and_output_for_backward(dtype):
+    torch.manual_seed(0)
+    unit = NormAct(64, 256)
+    x = torch.randn(512, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        saved = _saved_bytes(lambda: unit(x))
+    size = 512 * 256 * dtype.itemsize  # one [rows, units] tensor in the compute dtype
+    # The linear's input (and its weight copy), then the pre-norm output and one float per row.
+    budget = x.numel() * dtype.itemsize + unit.linear.weight.numel() * 4 + size + 512 * 4 + 256 * 4
+    assert saved <= budget, (saved, budget)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -110,6 +111,47 @@ class ChannelNormSiLU(nn.Module):
         return channel_rms_norm_silu(x, self.scale, self.eps)
 
 
+class _RMSNormSiLU(torch.autograd.Function):
+    """``SiLU(RMSNorm(x))`` over the last dimension that keeps only its input for backward.
+
+    Composed of torch ops, autograd keeps the float32 copy of the input, the normalised
+    values and the pre-activation: some 3.7 tensors of the layer's size per layer in
+    float32, 5.6 in bfloat16 (measured on a 3-layer MLP). Here the backward pass
+    recomputes them from the input and the per-row inverse RMS, which is element-wise
+    work over a tensor that is already there; the imagined states' actor and critic MLPs
+    (16,384 rows at the default batch) are where that memory was.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        inv = torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, inv, scale)
+        return F.silu(x32 * inv * scale).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        x, inv, scale = ctx.saved_tensors
+        normed = x.to(inv.dtype) * inv  # [..., D]
+        y = normed * scale
+        sig = torch.sigmoid(y)
+        grad_y = grad.to(inv.dtype) * sig * (1 + y * (1 - sig))  # d SiLU(y) / dy = s (1 + y (1 - s))
+        grad_scale = (grad_y * normed).reshape(-1, y.shape[-1]).sum(0)
+        grad_normed = grad_y * scale
+        # The RMS norm's Jacobian: inv * (g - n * mean(g * n)) for n = x * inv.
+        grad_x = inv * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
+        return grad_x.to(x.dtype), grad_scale.to(scale.dtype), None
+
+
+def rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """``SiLU(x / RMS(x) * scale)`` over the last dimension ``[..., D]`` with ``scale [D]``,
+    computed in float32 (or ``x``'s wider dtype) and returned in ``x``'s dtype; its
+    backward pass keeps only ``x`` and one value per row (see :class:`_RMSNormSiLU`)."""
+    out = _RMSNormSiLU.apply(x, scale, eps)
+    assert isinstance(out, torch.Tensor)
+    return out
+
+
 class NormAct(nn.Module):
     """Linear -> RMSNorm -> SiLU, the unit every MLP in DreamerV3 is made of."""
 
@@ -119,7 +161,7 @@ class NormAct(nn.Module):
         self.norm = RMSNorm(units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(self.norm(self.linear(x)))
+        return rms_norm_silu(self.linear(x), self.norm.scale, self.norm.eps)
 
 
 def mlp(inputs: int, layers: int, units: int) -> nn.Sequential:
