@@ -34,7 +34,7 @@ from dreamrl.envs.spaces import STEP_KEYS, Space, action_width
 from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
-from dreamrl.precision import bfloat16_is_native, to_compute_dtype
+from dreamrl.precision import bfloat16_is_native, compute_dtype, to_compute_dtype
 from dreamrl.rssm import Latent
 from dreamrl.world_model import Batch, WorldModel
 
@@ -167,15 +167,16 @@ class Agent:
             def act(state: Latent) -> torch.Tensor:
                 return self.ac.actor(state.features()).sample(self.train_gen)
 
-            traj, actions = self.wm.rssm.imagine(starts.detach(), act, cfg.imag_length, self.train_gen)
-            last = act(Latent(traj.deter[:, -1], traj.stoch[:, -1]))
+            # [N, H+1, F], no gradient to the world model. Held in the compute dtype: under
+            # bfloat16 autocast every head below would cast it anyway, and one cast shared
+            # by all of them is one copy of 84 MB at size12m instead of one per head.
+            feat, actions = self.wm.rssm.imagine_features(
+                starts.detach(), act, cfg.imag_length, self.train_gen, compute_dtype(starts.deter)
+            )
+            last = self.ac.actor(feat[:, -1]).sample(self.train_gen)
             actions = torch.cat([actions, last[:, None]], 1)  # [N, H+1, A]
-        feat = traj.features()  # [N, H+1, F], no gradient to the world model
-        del traj  # the states are in feat now: at size12m each copy is 168 MB
         if cfg.ac_grads:
-            feat = torch.cat([starts.features()[:, None], feat[:, 1:]], 1)
-        # Under bfloat16 autocast, one cast shared by every head below instead of one each.
-        feat = to_compute_dtype(feat)
+            feat = to_compute_dtype(torch.cat([starts.features()[:, None], feat[:, 1:]], 1))
         with record_function("ac/loss"):
             with torch.no_grad():
                 reward = self.wm.reward.mean(self.wm.reward(feat))

@@ -43,10 +43,16 @@ def to_compute_dtype(x: torch.Tensor) -> torch.Tensor:
     (the features into actor and critic; a weight slice used at every step of a scan) is
     cheaper cast once by the caller.
     """
+    return x.to(compute_dtype(x))
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast computes products in on ``x``'s device, or ``x``'s own dtype
+    outside autocast."""
     kind = x.device.type
     if not torch.is_autocast_enabled(kind):
-        return x
-    return x.to(torch.get_autocast_dtype(kind))
+        return x.dtype
+    return torch.get_autocast_dtype(kind)
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:

@@ -274,12 +274,35 @@ class RSSM(nn.Module):
         ``[N, horizon, A]`` of given actions. Returns states ``[N, horizon+1, ...]``
         (the start first) and the actions ``[N, horizon, A]`` taken between them.
         """
+        feat, actions = self.imagine_features(start, policy, horizon, generator)
+        deter = feat[..., : self.cfg.deter]
+        return Latent(deter, feat[..., self.cfg.deter :].unflatten(-1, start.stoch.shape[-2:])), actions
+
+    def imagine_features(
+        self,
+        start: Latent,
+        policy: Callable[[Latent], torch.Tensor] | torch.Tensor,
+        horizon: int,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`imagine`, returning the states as features ``[N, horizon+1, D + C*S]``
+        (``dtype``, by default the start's) and the actions ``[N, horizon, A]``.
+
+        Each step is written into one preallocated tensor: stacking per-step states and
+        then concatenating them into features held three copies of the trajectory at
+        once (168 MB each at ``size12m`` from 1,024 starts), and the actor-critic needs
+        only the features, in its compute dtype.
+        """
+        n, d = start.deter.shape[0], self.cfg.deter
+        feat = start.deter.new_empty(n, horizon + 1, d + self.stoch_flat, dtype=dtype)
+        feat[:, 0] = start.features()
         state = start
-        deters, stochs, actions = [start.deter], [start.stoch], []
+        actions = []
         for t in range(horizon):
             action = policy(state) if callable(policy) else policy[:, t]
             state = self.img_step(state, action, generator)
-            deters.append(state.deter)
-            stochs.append(state.stoch)
+            feat[:, t + 1, :d] = state.deter
+            feat[:, t + 1, d:] = state.stoch.flatten(-2)
             actions.append(action)
-        return Latent(torch.stack(deters, 1), torch.stack(stochs, 1)), torch.stack(actions, 1)
+        return feat, torch.stack(actions, 1)

@@ -94,6 +94,22 @@ def test_imagine_with_given_actions():
     assert not torch.allclose(other.deter[:, 1], states.deter[:, 1])
 
 
+def test_imagined_features_are_the_imagined_states_in_the_asked_dtype():
+    rssm = make_rssm()
+    N, H = 3, 4
+    start = rssm.initial(N, "cpu")
+    given = torch.randn(N, H, ACT, generator=torch.Generator().manual_seed(4))
+    states, _ = rssm.imagine(start, given, H, torch.Generator().manual_seed(5))
+    feat, actions = rssm.imagine_features(start, given, H, torch.Generator().manual_seed(5))
+    assert feat.shape == (N, H + 1, CFG.deter + CFG.classes * CFG.stoch) and feat.is_contiguous()
+    assert torch.equal(feat, states.features())
+    assert torch.equal(actions, given)
+    half, _ = rssm.imagine_features(start, given, H, torch.Generator().manual_seed(5), torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    # The rollout itself stays float32; only what is written out is rounded.
+    assert torch.equal(half, feat.to(torch.bfloat16))
+
+
 def test_is_first_resets_the_state():
     """With is_first at t, everything from t on is independent of the steps before t
     (same generator draws), and the deter at t equals a fresh start's first deter."""
