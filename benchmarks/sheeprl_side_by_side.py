@@ -9,7 +9,7 @@ of 64 steps by default), the same 64x64x3 image observations (or, with ``--vecto
 vectors) and discrete actions (CartPole-v1 seen
 through its rgb render, two actions), the same torch thread count (``torch.set_num_threads`` in both
 processes and ``OMP_NUM_THREADS`` in both environments), the same torch version and the same C
-allocator and its settings (``--allocator``, jemalloc by default as dreamrl's CLI runs):
+allocator and its settings (``--allocator``, glibc tuned as dreamrl's CLI runs by default):
 
 1. sheeprl (``sheeprl==0.8.4`` from PyPI), in a virtualenv of its own (``--venv``): it is never a
    dependency of dreamrl. A missing venv is created once (``pip install torch==<dreamrl's torch>``
@@ -110,11 +110,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--allocator",
-        choices=["jemalloc", "tuned", "default"],
-        default="jemalloc",
-        help="C allocator of both processes: jemalloc preloaded with page purging off, as dreamrl's CLI "
-        "runs (needs Debian's libjemalloc2); glibc tuned as dreamrl sets it where jemalloc is missing "
-        "(mmap threshold at its maximum, no trimming); or glibc's defaults",
+        choices=["tuned", "jemalloc", "default"],
+        default="tuned",
+        help="C allocator of both processes: glibc tuned as dreamrl's CLI sets it (mmap threshold at its "
+        "maximum, no trimming); jemalloc preloaded with page purging off, as DREAMRL_MALLOC=jemalloc runs "
+        "dreamrl (needs Debian's libjemalloc2); or glibc's defaults",
     )
     p.add_argument("--sheeprl-version", default=SHEEPRL_VERSION, help="sheeprl release to install from PyPI")
     p.add_argument(
@@ -323,11 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before torch starts its OpenMP pool in this process (dreamrl's run) and for the sheeprl child.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     if args.allocator == "jemalloc":
+        os.environ["DREAMRL_MALLOC"] = "jemalloc"
         exec_with_jemalloc()  # returns only where it was preloaded already or cannot be
         if malloc_in_use() != "jemalloc":
             print(
-                "error: --allocator jemalloc needs libjemalloc (Debian: libjemalloc2) and no "
-                "DREAMRL_MALLOC=glibc; or use --allocator tuned",
+                "error: --allocator jemalloc needs libjemalloc (Debian: libjemalloc2);"
+                " or use --allocator tuned",
                 file=sys.stderr,
             )
             return 1

@@ -19,7 +19,7 @@ LIB = "libjemalloc.so.2"
 
 
 def test_restart_environment_preloads_jemalloc_with_purging_off():
-    env = jemalloc_environ({"PATH": "/bin"}, LIB)
+    env = jemalloc_environ({MALLOC_ENV: "jemalloc", "PATH": "/bin"}, LIB)
     assert env is not None
     assert env["LD_PRELOAD"] == LIB
     assert env["MALLOC_CONF"] == JEMALLOC_CONF
@@ -28,7 +28,9 @@ def test_restart_environment_preloads_jemalloc_with_purging_off():
 
 
 def test_restart_environment_keeps_the_users_preloads_and_settings():
-    env = jemalloc_environ({"LD_PRELOAD": "libfoo.so", "MALLOC_CONF": "narenas:1"}, LIB)
+    env = jemalloc_environ(
+        {MALLOC_ENV: "jemalloc", "LD_PRELOAD": "libfoo.so", "MALLOC_CONF": "narenas:1"}, LIB
+    )
     assert env is not None
     assert env["LD_PRELOAD"] == f"{LIB} libfoo.so"
     assert env["MALLOC_CONF"] == "narenas:1"
@@ -37,9 +39,10 @@ def test_restart_environment_keeps_the_users_preloads_and_settings():
 @pytest.mark.parametrize(
     "environ, library",
     [
-        ({MALLOC_ENV: "glibc"}, LIB),  # asked for glibc
-        ({}, None),  # jemalloc not installed
-        ({RESTARTED_ENV: "1"}, LIB),  # already restarted once: a failed preload must not loop
+        ({}, LIB),  # glibc is the default
+        ({MALLOC_ENV: "glibc"}, LIB),
+        ({MALLOC_ENV: "jemalloc"}, None),  # jemalloc not installed
+        ({MALLOC_ENV: "jemalloc", RESTARTED_ENV: "1"}, LIB),  # restarted once: a failed preload must not loop
     ],
 )
 def test_no_restart(environ, library):

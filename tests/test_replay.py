@@ -285,3 +285,17 @@ def test_saved_and_reloaded_replay_gives_the_same_next_batch(tmp_path):
         a, b = replay.sample(8), fresh.sample(8)
         for key in SPACES:
             assert np.array_equal(a[key], b[key]), key
+
+
+def test_replay_arrays_commit_memory_only_as_steps_are_written():
+    from dreamrl.replay import lazy_zeros
+    from dreamrl.run.train import resident_mb
+
+    before = resident_mb()[0]
+    frames = lazy_zeros((4, 80_000, 64, 64, 3), np.uint8)  # 3.9 GB of frames
+    frames[:, :10] = 7
+    sample = frames[:, 5:15].copy()  # reads written and never-written steps
+    grown = resident_mb()[0] - before
+    assert frames.shape == (4, 80_000, 64, 64, 3) and frames.flags.writeable
+    assert (sample[:, :5] == 7).all() and (sample[:, 5:] == 0).all()
+    assert grown < 200, f"{grown:.0f} MB resident for 40 written frames"

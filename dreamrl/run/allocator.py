@@ -1,4 +1,4 @@
-"""Memory allocators: jemalloc under the command line, glibc's malloc tuned otherwise.
+"""Memory allocators: glibc's malloc tuned by default, jemalloc on request.
 
 PyTorch's CPU allocator hands every tensor buffer straight to ``malloc``, so the C
 allocator decides both a train step's resident memory and part of its time.
@@ -6,21 +6,20 @@ allocator decides both a train step's resident memory and part of its time.
 glibc's malloc fragments under a train step's pattern (hundreds of buffers of a few
 MB, freed and allocated again each step): a ``size12m`` bfloat16 step kept 2.2 GB
 resident for a live-tensor peak of 0.85 GB. jemalloc with page purging off kept 1.8 GB
-and ran the step as fast or faster (``docs/performance.md``, "Memory allocator").
-Purging is off because returning freed pages to the OS makes the next step fault them
-in again: with jemalloc's default decay the same step took 9.7 s instead of 5.8 s.
+and ran as fast or faster, ``size1m`` 10-20% faster (``docs/performance.md``, "The C
+allocator"). Purging is off because returning freed pages to the OS makes the next
+step fault them in again: with jemalloc's default decay the step took 9.7 s, not 5.8 s.
+It is not the default: in a ``size12m`` training run its resident memory kept creeping
+up, about 6 MB per update over the first 50, and where that stops was not measured.
 
-jemalloc has to be loaded before the interpreter starts (``LD_PRELOAD``), so the
-``dreamrl`` command and the benchmarks call :func:`exec_with_jemalloc` first thing: it
-restarts the process once with the library preloaded, where Debian's ``libjemalloc2``
-is installed. ``DREAMRL_MALLOC=glibc`` keeps glibc. Where glibc stays,
-:func:`tune_allocator` raises its mmap threshold and disables trimming, which keeps
-freed buffers for reuse: on a 2-core CPU that took a size1m block-GRU layer from 10 ms
-to 3 ms per call.
+jemalloc has to be loaded before the interpreter starts (``LD_PRELOAD``), so with
+``DREAMRL_MALLOC=jemalloc`` the ``dreamrl`` command and the benchmarks restart once,
+first thing, with Debian's ``libjemalloc2`` preloaded (:func:`exec_with_jemalloc`).
+Otherwise :func:`tune_allocator` raises glibc's mmap threshold and disables trimming,
+which keeps freed buffers for reuse: on a 2-core CPU that took a size1m block-GRU
+layer from 10 ms to 3 ms per call.
 
-Nothing here runs at import. Python users can preload jemalloc themselves
-(``LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python ...``)
-or call :func:`tune_allocator`.
+Nothing here runs at import.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
-MALLOC_ENV = "DREAMRL_MALLOC"  # 'jemalloc' (default) or 'glibc'
-MALLOC_CHOICES = ("jemalloc", "glibc")
+MALLOC_ENV = "DREAMRL_MALLOC"  # 'glibc' (default) or 'jemalloc'
+MALLOC_CHOICES = ("glibc", "jemalloc")
 # Set in the restarted process, so that a library that failed to preload cannot loop.
 RESTARTED_ENV = "DREAMRL_MALLOC_RESTARTED"
 # Never purge freed pages (see the module docstring); resident memory stays at the
@@ -67,10 +66,10 @@ def malloc_in_use(maps: Path = Path("/proc/self/maps")) -> str:
 
 def jemalloc_environ(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
     """The environment to restart the process with so that jemalloc is preloaded, or
-    None where it should not restart: ``DREAMRL_MALLOC`` asks for glibc, no library was
-    found, or this process is already the restarted one. A user's own ``MALLOC_CONF``
+    None where it should not restart: ``DREAMRL_MALLOC`` is not ``jemalloc``, no library
+    was found, or this process is already the restarted one. A user's own ``MALLOC_CONF``
     wins over :data:`JEMALLOC_CONF`; raises ValueError on an unknown ``DREAMRL_MALLOC``."""
-    choice = environ.get(MALLOC_ENV, "jemalloc")
+    choice = environ.get(MALLOC_ENV, "glibc")
     if choice not in MALLOC_CHOICES:
         raise ValueError(f"{MALLOC_ENV}={choice!r}: expected one of {', '.join(MALLOC_CHOICES)}")
     if choice == "glibc" or library is None or environ.get(RESTARTED_ENV):
@@ -83,8 +82,9 @@ def jemalloc_environ(environ: Mapping[str, str], library: str | None) -> dict[st
 
 
 def exec_with_jemalloc() -> None:
-    """Restart this process with jemalloc preloaded (see the module docstring), or
-    return where it stays as it is. Call before any work: the process is replaced."""
+    """With ``DREAMRL_MALLOC=jemalloc``, restart this process with jemalloc preloaded
+    (see the module docstring); otherwise return. Call before any work: the process is
+    replaced."""
     if malloc_in_use() != "glibc":
         return
     try:
