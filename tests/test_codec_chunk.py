@@ -13,6 +13,8 @@ from dreamrl.config import ConfigError, build_config
 from dreamrl.envs.spaces import Space
 from dreamrl.world_model import in_chunks
 
+from fixtures.autograd import saved_for_backward, storage_bytes
+
 OBS = {"image": Space("uint8", (16, 16, 3)), "vector": Space("float32", (5,))}
 ACT = Space("int32", (), 3)
 
@@ -118,21 +120,10 @@ def test_chunks_work_with_the_compiled_norms():
 
 def saved_bytes_for_backward(agent: Agent, data: dict) -> int:
     """Bytes of the tensors autograd keeps for the backward pass of the world-model loss."""
-    total = 0
-    seen: set[int] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        key = t.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
     batch = agent.to_batch(data)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_for_backward() as saved:
         agent.wm.loss(batch, agent.wm.rssm.initial(batch.is_first.shape[0], "cpu"))
-    return total
+    return storage_bytes(saved)
 
 
 def test_chunks_keep_much_less_for_the_backward_pass():

@@ -13,6 +13,8 @@ import torch
 
 from dreamrl.nets import distributions as D
 
+from fixtures.autograd import saved_for_backward, storage_bytes
+
 
 def softmax_list(logits: list[float]) -> list[float]:
     """Plain-Python softmax, the reference for the tensor code."""
@@ -192,16 +194,10 @@ def test_twohot_loss_gradient_passes_gradcheck():
 def test_twohot_loss_keeps_only_the_logits_for_backward():
     logits = torch.randn(64, 255, requires_grad=True)
     target = torch.randn(64) * 10
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_for_backward() as saved:
         D.twohot_loss(logits, target, D.twohot_bins(255))
     # logits, targets and bins; the composed ops kept log-probabilities and two-hot targets too.
-    assert sum(storages.values()) == logits.nbytes + target.nbytes + 255 * 4
+    assert storage_bytes(saved) == logits.nbytes + target.nbytes + 255 * 4
 
 
 # ----------------------------------------------------------------------------- unimix

@@ -22,6 +22,8 @@ from dreamrl.nets.layers import (
     rms_norm_silu,
 )
 
+from fixtures.autograd import saved_for_backward, storage_bytes
+
 
 def test_channel_norm_silu_against_a_hand_computation():
     x = torch.tensor([[[[3.0]], [[4.0]]]])  # [1, 2, 1, 1]: channels 3 and 4, mean square 12.5
@@ -149,15 +151,9 @@ def test_mlp_norm_silu_in_bfloat16_computes_in_float32_and_returns_bfloat16():
 
 def _saved_bytes(fn) -> int:
     """Bytes of the storages autograd keeps for backward while ``fn`` runs."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_for_backward() as saved:
         fn()
-    return sum(storages.values())
+    return storage_bytes(saved)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

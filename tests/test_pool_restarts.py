@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.faulty_envs import EPISODE, broken_factory, flaky_maker, make_faulty
 
 from dreamrl.config import ConfigError, build_config
 from dreamrl.envs.pool import EnvError, EnvPool
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import train
+
+from fixtures.faulty_envs import EPISODE, broken_factory, flaky_maker, make_faulty
 
 NORMAL = functools.partial(make_faulty, "none")
 

@@ -17,6 +17,8 @@ from dreamrl.nets.layers import BlockRMSNorm, RMSNorm, channel_rms_norm_silu
 from dreamrl.precision import autocast
 from dreamrl.world_model import previous_actions
 
+from fixtures.autograd import saved_for_backward
+
 OBS = {"image": Space("uint8", (16, 16, 3)), "vector": Space("float32", (5,))}
 DISCRETE = Space("int32", (), 3)
 CONTINUOUS = Space("float32", (2,))
@@ -184,17 +186,14 @@ def test_shared_inputs_are_cast_once_not_once_per_product():
     agent = make_agent("bfloat16")
     B, T = 3, 16  # B*T differs from every layer width, so shapes below are unambiguous
     batch = agent.to_batch(random_batch(batch=B, length=T))
-    saved: list[tuple[int, ...]] = []
-    pointers: set[int] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.dtype == torch.bfloat16 and t.data_ptr() not in pointers:
-            pointers.add(t.data_ptr())
-            saved.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), agent.autocast():
+    with saved_for_backward() as tensors, agent.autocast():
         agent.losses(batch)
+    # One shape per distinct bfloat16 tensor (by address: a tensor saved by several ops counts once).
+    by_address: dict[int, tuple[int, ...]] = {}
+    for t in tensors:
+        if t.dtype == torch.bfloat16:
+            by_address.setdefault(t.data_ptr(), tuple(t.shape))
+    saved = list(by_address.values())
     cfg = agent.config.agent
     rssm = cfg.dyn.rssm
     # The products see the features [B*T starts, H+1, F] flattened to [B*T*(H+1), F].
