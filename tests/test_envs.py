@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
@@ -188,6 +191,24 @@ def test_pixels_use_the_render():
         assert step["image"].dtype == np.uint8 and step["image"].shape == (64, 64, 3)
         assert step["image"].std() > 0  # a real picture, not a blank frame
     env.close()
+
+
+def test_pixel_gym_envs_render_off_screen_without_display_errors():
+    """``env.pixels`` on a headless machine: pygame's SDL must not look for a display
+    (it printed ``error: XDG_RUNTIME_DIR is invalid`` on every env built)."""
+    code = (
+        "from dreamrl.config import build_config; from dreamrl.envs import make_env; import os;"
+        "env = make_env(build_config([], {'task': 'CartPole-v1', 'env.pixels': True}), 0);"
+        "print(env.reset()['image'].std() > 0, os.environ['SDL_VIDEODRIVER'])"
+    )
+    unset = ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER", "DISPLAY")
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "dummy"]
+    assert "XDG_RUNTIME_DIR" not in done.stderr and "error" not in done.stderr.lower(), done.stderr
 
 
 def test_converters_json_round_trip():

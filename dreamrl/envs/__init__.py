@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,12 @@ def _make_gym(config: Config, seed: int | None) -> Env:
     import gymnasium
 
     task = config.task
-    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if config.env.pixels else {}
+    kwargs: dict[str, Any] = {}
+    if config.env.pixels:
+        kwargs["render_mode"] = "rgb_array"
+        # Frames are drawn off-screen; without this, pygame's SDL (classic control's
+        # renderer) looks for a display server and prints an error when it finds none.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gymnasium.make(task, **kwargs)
     except (gymnasium.error.Error, ModuleNotFoundError, ImportError, AttributeError) as e:
