@@ -283,6 +283,13 @@ class RunConfig:
         "steps pay a compile of seconds to a minute; falls back to eager, with a warning, where "
         "compiling fails.",
     )
+    release_memory: bool = _doc(
+        True,
+        "Hand the memory a train step freed back to the OS after each one (glibc's malloc_trim, "
+        "jemalloc's purge): resident memory between updates falls to the weights, optimiser and "
+        "libraries, and a long run's does not creep up; the next step faults its pages in again "
+        "(docs/performance.md).",
+    )
     codec_chunk: int = _doc(
         0,
         "Frames the encoder and decoder take at a time in a train step, keeping no activations "

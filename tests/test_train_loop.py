@@ -8,10 +8,12 @@ import math
 
 import gymnasium
 import numpy as np
+import pytest
 from gymnasium import spaces
 
 from dreamrl.config import Config, build_config
 from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.run import train as trainlib
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import LoopState, train, updates_due
 
@@ -68,6 +70,16 @@ def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
     memory = [r for r in records if "mem/peak_rss_mb" in r]
     assert memory, "no memory figures in the metrics"
     assert all(50 < r["mem/rss_mb"] <= r["mem/peak_rss_mb"] for r in memory)  # torch alone is ~200 MB
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_freed_memory_is_released_after_each_update_when_asked(tmp_path, monkeypatch, release):
+    calls = []
+    monkeypatch.setattr(trainlib, "release_free_memory", lambda: calls.append(1) or True)
+    cfg = config(**{"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.release_memory": release})
+    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
+    assert state.updates > 0
+    assert len(calls) == (state.updates if release else 0)
 
 
 def test_stop_hook_ends_training_after_an_evaluation(tmp_path):

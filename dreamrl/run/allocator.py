@@ -113,3 +113,33 @@ def tune_allocator() -> bool:
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
     ok &= mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
     return bool(ok)
+
+
+# jemalloc's pseudo-index for "every arena" in ``arena.<i>.purge`` (MALLCTL_ARENAS_ALL).
+JEMALLOC_ALL_ARENAS = 4096
+
+
+def release_free_memory() -> bool:
+    """Hand the pages of freed buffers back to the OS now; returns True where the
+    allocator did (glibc's ``malloc_trim``, jemalloc's purge of every arena).
+
+    Between train steps almost nothing a step allocated is still alive, yet both
+    allocators above keep all of it resident, and glibc's heap keeps growing around it
+    step after step. Releasing it once per step bounds resident memory by one step's
+    own high-water mark; the next step faults the pages in again (cost and figures in
+    ``docs/performance.md``, "Releasing memory between steps")."""
+    if not sys.platform.startswith("linux"):
+        return False
+    malloc = malloc_in_use()
+    try:
+        if malloc == "glibc":
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.malloc_trim(0)  # its result says whether any memory was released, not failure
+            return True
+        if malloc == "jemalloc":
+            mallctl = ctypes.CDLL(None).mallctl  # the preloaded library's symbol
+            name = f"arena.{JEMALLOC_ALL_ARENAS}.purge".encode()
+            return bool(mallctl(name, None, None, None, ctypes.c_size_t(0)) == 0)
+    except (OSError, AttributeError):
+        return False
+    return False

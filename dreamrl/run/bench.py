@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dreamrl.config import Config
-from dreamrl.run.allocator import malloc_in_use
+from dreamrl.run.allocator import malloc_in_use, release_free_memory
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -194,13 +194,18 @@ def bench(
     # What the replay's rings take against the bare observations they hold (frames as uint8).
     replay_overhead = replay.nbytes() / (step_bytes(obs_space) * replay.streams * replay.slots)
     data = random_batch(spaces, B, T, rng)
-    for _ in range(warmup):
-        agent.train_step(data)
     sync = torch.cuda.synchronize if agent.device.type == "cuda" else (lambda: None)
 
     def step() -> None:
+        # As the training loop runs one: the release and the page faults it causes in
+        # the next step are part of the time.
         agent.train_step(data)
         sync()
+        if config.run.release_memory:
+            release_free_memory()
+
+    for _ in range(warmup):
+        step()
 
     step_s = _median_seconds(step, train_steps)
     # Memory of training alone: the profiler and the FLOP count below add their own.

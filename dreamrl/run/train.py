@@ -42,7 +42,7 @@ from dreamrl.envs.spaces import STEP_KEYS, Space
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.rssm import Latent
 from dreamrl.run import resume as resumelib
-from dreamrl.run.allocator import malloc_in_use
+from dreamrl.run.allocator import malloc_in_use, release_free_memory
 from dreamrl.run.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -333,6 +333,8 @@ class Trainer:
             state.train_start = state.env_steps
         for _ in range(updates_due(state, self.config)):
             metrics = self.agent.train_step(self.replay.sample(batch_size))
+            if self.config.run.release_memory:
+                release_free_memory()
             self.train_mean.add(metrics)
             state.updates += 1
             self.skipped_in_row = self.skipped_in_row + 1 if metrics["train/skipped"] else 0
