@@ -151,9 +151,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     for warning in cfglib.warnings_for(config):
         print(f"warning: {warning}", file=sys.stderr)
     _set_threads(config)
-    from dreamrl.envs import make_env
-
-    make_env(config, None).close()  # fail fast, with exit status 2, on a bad env id
     auto = [p for p in config.presets if p in SIZE_NAMES and p not in args.preset]
     if auto:
         print(

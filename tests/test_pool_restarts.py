@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dreamrl.config import ConfigError, build_config
+from dreamrl.envs import make_env
 from dreamrl.envs.pool import EnvError, EnvPool
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import train
@@ -131,6 +132,14 @@ def test_failures_outside_the_window_are_forgotten():
 def test_env_that_cannot_start_fails_fast():
     with pytest.raises(EnvError, match=r"env 1 could not start: ValueError: no such simulator"):
         EnvPool([NORMAL, broken_factory], "process")
+
+
+def test_a_bad_env_id_in_a_worker_is_a_config_error():
+    """No restarts and no "could not start" for settings no restart can fix: the CLI
+    reports a ConfigError with exit status 2, as it does for an inline env."""
+    bad = functools.partial(make_env, build_config([], {"task": "NoSuchEnv-v9"}), 0)
+    with pytest.raises(ConfigError, match="NoSuchEnv-v9"):
+        EnvPool([bad, bad], "process")
 
 
 def test_config_rejects_negative_budgets():

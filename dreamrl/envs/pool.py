@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamrl.config import ConfigError
 from dreamrl.envs.base import Env, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.spaces import Space
@@ -85,7 +86,12 @@ def _describe(e: BaseException) -> str:
 def _worker(factory: EnvFactory, conn: Any) -> None:
     env = None
     try:
-        env = factory()
+        try:
+            env = factory()
+        except ConfigError as e:
+            # The settings are wrong, not the env: the parent reports it as the config error it is.
+            conn.send(("config_error", str(e)))
+            return
         conn.send(("ok", (env.obs_converter, env.act_converter)))
         while True:
             cmd, arg = conn.recv()
@@ -154,6 +160,8 @@ class _ProcessEnv:
             raise _WorkerError(self._death()) from None
         if status == "error":
             raise _WorkerError(payload)
+        if status == "config_error":
+            raise ConfigError(payload)
         return payload
 
     def _death(self) -> str:
