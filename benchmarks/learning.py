@@ -142,7 +142,7 @@ def run_check(name: str, out: Path, extra: dict[str, str], full: bool) -> dict:
 
 
 def main() -> int:
-    exec_with_jemalloc()  # as the dreamrl command does: with DREAMRL_MALLOC=jemalloc, restarts preloading it
+    exec_with_jemalloc()  # as the dreamrl command does: restarts with jemalloc unless DREAMRL_MALLOC=glibc
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="train the whole budget, past the target")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args()  # overrides may come after --full or --out
-    tune_allocator()  # where glibc stays (the default)
+    tune_allocator()  # where glibc stays (DREAMRL_MALLOC=glibc, or no libjemalloc)
     extra = parse_overrides(args.overrides)
     names = list(CHECKS) if args.check == "all" else [args.check]
     results = []

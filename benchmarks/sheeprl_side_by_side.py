@@ -113,8 +113,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["tuned", "jemalloc", "default"],
         default="tuned",
         help="C allocator of both processes: glibc tuned as dreamrl's CLI sets it (mmap threshold at its "
-        "maximum, no trimming); jemalloc preloaded with page purging off, as DREAMRL_MALLOC=jemalloc runs "
-        "dreamrl (needs Debian's libjemalloc2); or glibc's defaults",
+        "maximum, no trimming), as DREAMRL_MALLOC=glibc runs dreamrl; jemalloc preloaded with timed page "
+        "purging off, dreamrl's default (needs Debian's libjemalloc2); or glibc's defaults",
     )
     p.add_argument("--sheeprl-version", default=SHEEPRL_VERSION, help="sheeprl release to install from PyPI")
     p.add_argument(

@@ -47,13 +47,13 @@ MB = 2**20
 
 
 def main() -> int:
-    exec_with_jemalloc()  # as the dreamrl command does: with DREAMRL_MALLOC=jemalloc, restarts preloading it
+    exec_with_jemalloc()  # as the dreamrl command does: restarts with jemalloc unless DREAMRL_MALLOC=glibc
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="dmc:cartpole_balance")
     parser.add_argument("--preset", nargs="+", default=["dmc_vision", "size12m"])
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    tune_allocator()  # where glibc stays (the default)
+    tune_allocator()  # where glibc stays (DREAMRL_MALLOC=glibc, or no libjemalloc)
     config = build_config(args.preset, {"task": args.env, **parse_overrides(args.overrides)})
     env = make_env(config, 0)
     obs_space, act_space = env.obs_space, env.act_space

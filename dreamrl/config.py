@@ -283,11 +283,11 @@ class RunConfig:
         "steps pay a compile of seconds to a minute; falls back to eager, with a warning, where "
         "compiling fails.",
     )
-    release_memory: bool = _doc(
-        True,
-        "Hand the memory a train step freed back to the OS after each one (glibc's malloc_trim, "
-        "jemalloc's purge): resident memory between updates falls to the weights, optimiser and "
-        "libraries, and a long run's does not creep up; the next step faults its pages in again "
+    release_every: int = _doc(
+        10,
+        "Updates between handing the memory train steps freed back to the OS (glibc's "
+        "malloc_trim, jemalloc's purge; 0: never). Bounds how far a long run's resident memory "
+        "creeps up; the next step faults its pages in again, which cost 0.25 s at size1m "
         "(docs/performance.md).",
     )
     codec_chunk: int = _doc(
@@ -434,6 +434,7 @@ def validate(config: Config) -> Config:
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
     _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
     _check(config.run.codec_chunk >= 0, "run.codec_chunk", "0 or more", config.run.codec_chunk)
+    _check(config.run.release_every >= 0, "run.release_every", "0 or more", config.run.release_every)
     _check(config.run.precision in PRECISIONS, "run.precision", " or ".join(PRECISIONS), config.run.precision)
     _check(config.run.skip_limit >= 1, "run.skip_limit", "1 or more", config.run.skip_limit)
     _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)

@@ -28,6 +28,11 @@ def test_restart_environment_preloads_jemalloc_with_purging_off():
     assert env["PATH"] == "/bin"
 
 
+def test_jemalloc_is_the_default_where_installed():
+    env = jemalloc_environ({"PATH": "/bin"}, LIB)
+    assert env is not None and env["LD_PRELOAD"] == LIB
+
+
 def test_restart_environment_keeps_the_users_preloads_and_settings():
     env = jemalloc_environ(
         {MALLOC_ENV: "jemalloc", "LD_PRELOAD": "libfoo.so", "MALLOC_CONF": "narenas:1"}, LIB
@@ -40,8 +45,8 @@ def test_restart_environment_keeps_the_users_preloads_and_settings():
 @pytest.mark.parametrize(
     "environ, library",
     [
-        ({}, LIB),  # glibc is the default
         ({MALLOC_ENV: "glibc"}, LIB),
+        ({}, None),  # jemalloc is the default, but not installed
         ({MALLOC_ENV: "jemalloc"}, None),  # jemalloc not installed
         ({MALLOC_ENV: "jemalloc", RESTARTED_ENV: "1"}, LIB),  # restarted once: a failed preload must not loop
     ],

@@ -72,14 +72,14 @@ def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
     assert all(50 < r["mem/rss_mb"] <= r["mem/peak_rss_mb"] for r in memory)  # torch alone is ~200 MB
 
 
-@pytest.mark.parametrize("release", [True, False])
-def test_freed_memory_is_released_after_each_update_when_asked(tmp_path, monkeypatch, release):
+@pytest.mark.parametrize("every", [1, 3, 0])
+def test_freed_memory_is_released_every_so_many_updates(tmp_path, monkeypatch, every):
     calls = []
     monkeypatch.setattr(trainlib, "release_free_memory", lambda: calls.append(1) or True)
-    cfg = config(**{"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.release_memory": release})
+    cfg = config(**{"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.release_every": every})
     state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
-    assert state.updates > 0
-    assert len(calls) == (state.updates if release else 0)
+    assert state.updates > 3
+    assert len(calls) == (state.updates // every if every else 0)
 
 
 def test_stop_hook_ends_training_after_an_evaluation(tmp_path):

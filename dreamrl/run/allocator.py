@@ -1,4 +1,4 @@
-"""Memory allocators: glibc's malloc tuned by default, jemalloc on request.
+"""Memory allocators: jemalloc where it is installed, glibc's malloc tuned otherwise.
 
 PyTorch's CPU allocator hands every tensor buffer straight to ``malloc``, so the C
 allocator decides both a train step's resident memory and part of its time.
@@ -7,17 +7,19 @@ glibc's malloc fragments under a train step's pattern (hundreds of buffers of a 
 MB, freed and allocated again each step): a ``size12m`` bfloat16 step kept 2.2 GB
 resident for a live-tensor peak of 0.85 GB. jemalloc with page purging off kept 1.8 GB
 and ran as fast or faster, ``size1m`` 10-20% faster (``docs/performance.md``, "The C
-allocator"). Purging is off because returning freed pages to the OS makes the next
-step fault them in again: with jemalloc's default decay the step took 9.7 s, not 5.8 s.
-It is not the default: in a ``size12m`` training run its resident memory kept creeping
-up, about 6 MB per update over the first 50, and where that stops was not measured.
+allocator"). Decay purging is off because returning freed pages to the OS while a step
+runs makes it fault them in again: with jemalloc's default decay the step took 9.7 s,
+not 5.8 s. Instead the training loop purges between updates
+(:func:`release_free_memory`, every ``run.release_every``): without that, a ``size12m``
+training run's resident memory crept up about 6 MB per update; purging after every
+update, it held 1,274 MB flat where glibc's (trimmed alike) rose to 1,560 MB.
 
-jemalloc has to be loaded before the interpreter starts (``LD_PRELOAD``), so with
-``DREAMRL_MALLOC=jemalloc`` the ``dreamrl`` command and the benchmarks restart once,
-first thing, with Debian's ``libjemalloc2`` preloaded (:func:`exec_with_jemalloc`).
-Otherwise :func:`tune_allocator` raises glibc's mmap threshold and disables trimming,
-which keeps freed buffers for reuse: on a 2-core CPU that took a size1m block-GRU
-layer from 10 ms to 3 ms per call.
+jemalloc has to be loaded before the interpreter starts (``LD_PRELOAD``), so the
+``dreamrl`` command and the benchmarks restart once, first thing, with Debian's
+``libjemalloc2`` preloaded (:func:`exec_with_jemalloc`); ``DREAMRL_MALLOC=glibc`` keeps
+glibc, as does a machine without the library. On glibc :func:`tune_allocator` raises
+the mmap threshold and disables trimming, which keeps freed buffers for reuse: on a
+2-core CPU that took a size1m block-GRU layer from 10 ms to 3 ms per call.
 
 Nothing here runs at import.
 """
@@ -35,12 +37,13 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
-MALLOC_ENV = "DREAMRL_MALLOC"  # 'glibc' (default) or 'jemalloc'
-MALLOC_CHOICES = ("glibc", "jemalloc")
+MALLOC_ENV = "DREAMRL_MALLOC"  # 'jemalloc' (default, where installed) or 'glibc'
+MALLOC_CHOICES = ("jemalloc", "glibc")
+DEFAULT_MALLOC = "jemalloc"
 # Set in the restarted process, so that a library that failed to preload cannot loop.
 RESTARTED_ENV = "DREAMRL_MALLOC_RESTARTED"
-# Never purge freed pages (see the module docstring); resident memory stays at the
-# allocator's high-water mark, as it does with glibc and trimming disabled.
+# Never purge freed pages on a timer (see the module docstring): the training loop
+# purges between updates, when nothing of a step is left to fault back in mid-step.
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
@@ -66,10 +69,10 @@ def malloc_in_use(maps: Path = Path("/proc/self/maps")) -> str:
 
 def jemalloc_environ(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
     """The environment to restart the process with so that jemalloc is preloaded, or
-    None where it should not restart: ``DREAMRL_MALLOC`` is not ``jemalloc``, no library
-    was found, or this process is already the restarted one. A user's own ``MALLOC_CONF``
+    None where it should not restart: ``DREAMRL_MALLOC`` is ``glibc``, no library was
+    found, or this process is already the restarted one. A user's own ``MALLOC_CONF``
     wins over :data:`JEMALLOC_CONF`; raises ValueError on an unknown ``DREAMRL_MALLOC``."""
-    choice = environ.get(MALLOC_ENV, "glibc")
+    choice = environ.get(MALLOC_ENV, DEFAULT_MALLOC)
     if choice not in MALLOC_CHOICES:
         raise ValueError(f"{MALLOC_ENV}={choice!r}: expected one of {', '.join(MALLOC_CHOICES)}")
     if choice == "glibc" or library is None or environ.get(RESTARTED_ENV):
@@ -82,9 +85,9 @@ def jemalloc_environ(environ: Mapping[str, str], library: str | None) -> dict[st
 
 
 def exec_with_jemalloc() -> None:
-    """With ``DREAMRL_MALLOC=jemalloc``, restart this process with jemalloc preloaded
-    (see the module docstring); otherwise return. Call before any work: the process is
-    replaced."""
+    """Restart this process with jemalloc preloaded unless ``DREAMRL_MALLOC=glibc`` or
+    it cannot be (see the module docstring); otherwise return. Call before any work:
+    the process is replaced."""
     if malloc_in_use() != "glibc":
         return
     try:
@@ -124,10 +127,9 @@ def release_free_memory() -> bool:
     allocator did (glibc's ``malloc_trim``, jemalloc's purge of every arena).
 
     Between train steps almost nothing a step allocated is still alive, yet both
-    allocators above keep all of it resident, and glibc's heap keeps growing around it
-    step after step. Releasing it once per step bounds resident memory by one step's
-    own high-water mark; the next step faults the pages in again (cost and figures in
-    ``docs/performance.md``, "Releasing memory between steps")."""
+    allocators above keep all of it resident, and around it their fragmentation grows
+    step after step. Releasing it resets that; the next step faults the pages in again
+    (cost and figures in ``docs/performance.md``, "Releasing memory between steps")."""
     if not sys.platform.startswith("linux"):
         return False
     malloc = malloc_in_use()

@@ -196,12 +196,17 @@ def bench(
     data = random_batch(spaces, B, T, rng)
     sync = torch.cuda.synchronize if agent.device.type == "cuda" else (lambda: None)
 
+    steps_run = 0
+
     def step() -> None:
-        # As the training loop runs one: the release and the page faults it causes in
-        # the next step are part of the time.
+        # As the training loop runs them: a release every run.release_every steps, whose
+        # page faults fall in the step after it (the median hides them; see its docs).
+        nonlocal steps_run
         agent.train_step(data)
         sync()
-        if config.run.release_memory:
+        steps_run += 1
+        every = config.run.release_every
+        if every and steps_run % every == 0:
             release_free_memory()
 
     for _ in range(warmup):

@@ -333,10 +333,11 @@ class Trainer:
             state.train_start = state.env_steps
         for _ in range(updates_due(state, self.config)):
             metrics = self.agent.train_step(self.replay.sample(batch_size))
-            if self.config.run.release_memory:
-                release_free_memory()
             self.train_mean.add(metrics)
             state.updates += 1
+            every = self.config.run.release_every
+            if every and state.updates % every == 0:
+                release_free_memory()
             self.skipped_in_row = self.skipped_in_row + 1 if metrics["train/skipped"] else 0
             if self.skipped_in_row >= self.config.run.skip_limit:
                 raise RunError(
