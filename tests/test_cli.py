@@ -210,20 +210,16 @@ def test_diagnose_outside_a_run_dir_needs_out(trained, tmp_path):
     assert proc.returncode == 2 and "--out" in proc.stderr
 
 
-def test_bench_prints_its_figures_as_json():
+def bench_json(*args: str, **environ: str | None) -> tuple[dict, subprocess.CompletedProcess]:
+    """``dreamrl bench --json`` on CartPole with the debug preset and one thread."""
     proc = dreamrl(
-        "bench",
-        "--env",
-        "CartPole-v1",
-        "--preset",
-        "debug",
-        "--train-steps",
-        "2",
-        "--json",
-        "run.threads=1",
-        DREAMRL_MALLOC=None,
+        "bench", "--env", "CartPole-v1", "--preset", "debug", "--json", "run.threads=1", *args, **environ
     )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc
+
+
+def test_bench_prints_its_figures_as_json():
+    result, proc = bench_json("--train-steps", "2", DREAMRL_MALLOC=None)
     for key in (
         "train_steps_per_s",
         "gflop_per_step",
@@ -245,20 +241,7 @@ def test_bench_prints_its_figures_as_json():
 
 
 def test_bench_in_bfloat16_sets_its_figures_against_a_bfloat16_peak():
-    proc = dreamrl(
-        "bench",
-        "--env",
-        "CartPole-v1",
-        "--preset",
-        "debug",
-        "--train-steps",
-        "1",
-        "--json",
-        "run.threads=1",
-        "run.precision=bfloat16",
-        DREAMRL_MALLOC="glibc",
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result, proc = bench_json("--train-steps", "1", "run.precision=bfloat16", DREAMRL_MALLOC="glibc")
     assert result["malloc"] == "glibc"  # asked for: no restart
     assert result["precision"] == "bfloat16"
     assert result["peak_gflops"] > 0 and result["peak_gflops_float32"] > 0
