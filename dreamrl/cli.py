@@ -188,9 +188,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = agent.config
     seed = config.seed if args.seed is None else args.seed
     seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
-    result = evaluate(
-        agent, functools.partial(make_env, config, None), seeds, args.envs, deterministic=not args.stochastic
-    )
+    maker = functools.partial(make_env, config, None, "eval")
+    result = evaluate(agent, maker, seeds, args.envs, deterministic=not args.stochastic)
     env_steps = None
     if (ckpt / "loop.json").exists():
         env_steps = load_loop_state(ckpt)["env_steps"]

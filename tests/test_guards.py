@@ -54,7 +54,7 @@ def config(**overrides) -> Config:
 
 @pytest.mark.parametrize("where, key", [("obs", "vector"), ("reward", "reward")])
 def test_non_finite_observation_or_reward_stops_naming_key_and_step(tmp_path, where, key):
-    def maker(cfg, seed):
+    def maker(cfg, seed, mode="train"):
         return GymEnv(Spiky(where), cfg.env.size, seed=seed)
 
     with pytest.raises(RunError, match=f"{key} from env 0 is not finite at env step 7"):
@@ -67,7 +67,7 @@ def test_non_finite_observation_or_reward_stops_naming_key_and_step(tmp_path, wh
         )
 
 
-def cartpole(cfg, seed):
+def cartpole(cfg, seed, mode="train"):
     return GymEnv(gymnasium.make("CartPole-v1"), cfg.env.size, seed=seed)
 
 
@@ -199,7 +199,7 @@ def test_non_finite_action_stops_naming_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Agent, "policy", broken)
 
-    def pendulum(cfg, seed):
+    def pendulum(cfg, seed, mode="train"):
         return GymEnv(gymnasium.make("Pendulum-v1"), cfg.env.size, seed=seed)
 
     with pytest.raises(RunError, match="action from env 0 is not finite at env step 3"):

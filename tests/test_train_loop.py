@@ -36,7 +36,7 @@ class CountingEnv(gymnasium.Env):
         return np.array([self.t, 1], np.float32), 1.0, self.t >= 10, False, {}
 
 
-def make_counting(config: Config, seed: int | None) -> GymEnv:
+def make_counting(config: Config, seed: int | None, mode: str = "train") -> GymEnv:
     return GymEnv(CountingEnv(), config.env.size, seed=seed)
 
 
@@ -80,6 +80,21 @@ def test_freed_memory_is_released_every_so_many_updates(tmp_path, monkeypatch, e
     state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
     assert state.updates > 3
     assert len(calls) == (state.updates // every if every else 0)
+
+
+def test_evaluation_builds_its_envs_in_eval_mode(tmp_path):
+    """Evaluation envs are built as evaluation's (DMC's eval_distractor applies to them),
+    the collecting envs as training's."""
+    modes: list[str] = []
+
+    def maker(config: Config, seed: int | None, mode: str = "train") -> GymEnv:
+        modes.append(mode)
+        return make_counting(config, seed)
+
+    cfg = config(**{"run.steps": 100, "run.envs": 1, "run.eval_every": 50, "run.eval_envs": 2})
+    train(cfg, tmp_path, maker=maker, out=io.StringIO(), progress=False)
+    assert modes[0] == "train" and set(modes[1:]) == {"eval"}, modes
+    assert len(modes) > 1
 
 
 def test_stop_hook_ends_training_after_an_evaluation(tmp_path):
@@ -131,7 +146,7 @@ class EndingEnv(gymnasium.Env):
         return np.array([self.t, self.episode], np.float32), 1.0, done and odd, done and not odd, {}
 
 
-def make_ending(config: Config, seed: int | None) -> GymEnv:
+def make_ending(config: Config, seed: int | None, mode: str = "train") -> GymEnv:
     return GymEnv(EndingEnv(), config.env.size, seed=seed)
 
 

@@ -57,7 +57,9 @@ from dreamrl.run.logging import Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 
 CONFIG_FILE = resumelib.CONFIG_FILE
-EnvMaker = Callable[[Config, "int | None"], Env]
+# (config, seed, mode) -> env, as make_env: mode is 'train' for the envs that collect and
+# 'eval' for evaluation's (DMC's env.dmc.eval_distractor applies to those).
+EnvMaker = Callable[[Config, "int | None", str], Env]
 
 
 @dataclass
@@ -105,7 +107,7 @@ def replay_capacity(config: Config) -> int:
 
 
 def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
-    return maker(config, seed)
+    return maker(config, seed, "train")
 
 
 def train(
@@ -366,7 +368,7 @@ class Trainer:
         if not run.eval_eps:
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
-        maker = functools.partial(self.maker, self.config, None)
+        maker = functools.partial(self.maker, self.config, None, "eval")
         result = evaluate(self.agent, maker, seeds, run.eval_envs, record=run.diagnose)
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
