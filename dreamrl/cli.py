@@ -189,7 +189,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     seed = config.seed if args.seed is None else args.seed
     seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
     maker = functools.partial(make_env, config, None, "eval")
-    result = evaluate(agent, maker, seeds, args.envs, deterministic=not args.stochastic)
+    run = config.run
+    result = evaluate(
+        agent,
+        maker,
+        seeds,
+        args.envs,
+        deterministic=not args.stochastic,
+        workers=run.env_workers,
+        timeout=run.env_timeout,
+    )
     env_steps = None
     if (ckpt / "loop.json").exists():
         env_steps = load_loop_state(ckpt)["env_steps"]

@@ -167,3 +167,35 @@ def test_counterfactual_under_the_agents_own_policy():
     assert len(result.counterfactual.rewards) == 4 and result.description == "the agent's policy"
     with pytest.raises(ValueError, match="policy"):
         whatif(agent, episode, 2, "nonsense", 4)
+
+
+def test_evaluation_in_worker_processes_matches_inline():
+    """Envs stepped in worker processes (so the trainer never loads a simulator) play
+    the same episodes, step for step, as envs stepped here."""
+    from dreamrl.agent import Agent
+    from dreamrl.envs import make_env
+    from dreamrl.run.evaluate import evaluate
+
+    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    maker = functools.partial(make_env, agent.config, None, "eval")
+    seeds = [1, 2, 3]
+    here = evaluate(agent, maker, seeds, 2, record=True)
+    there = evaluate(agent, maker, seeds, 2, record=True, workers="process")
+    assert there.returns == here.returns and there.lengths == here.lengths
+    for a, b in zip(here.episodes, there.episodes):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_evaluation_env_that_cannot_start_names_itself():
+    from dreamrl.envs.pool import EnvError
+    from dreamrl.run.evaluate import evaluate
+
+    from fixtures.faulty_envs import broken_factory
+
+    agent = object()  # never asked for an action: the envs fail first
+    with pytest.raises(EnvError, match=r"evaluation env 0 could not start: ValueError: no such simulator"):
+        evaluate(agent, broken_factory, [1, 2], 2, workers="process")
+    with pytest.raises(ValueError, match="no such simulator"):  # inline: the env's own error
+        evaluate(agent, broken_factory, [1, 2], 2)

@@ -16,7 +16,7 @@ import torch
 
 from dreamrl.envs import EVAL_STREAM, env_seed
 from dreamrl.envs.base import Env
-from dreamrl.envs.pool import stack
+from dreamrl.envs.pool import EnvHandle, stack
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,14 @@ def evaluate(
     envs: int = 1,
     deterministic: bool = True,
     record: bool = False,
+    workers: str = "inline",
+    timeout: float = 60.0,
 ) -> EvalResult:
     """Run one episode per seed with ``agent.policy`` and return their scores.
+
+    ``workers='process'`` steps each env in a worker process of its own (``make_env``
+    must then pickle), in parallel and without loading the simulator into this process;
+    ``timeout`` bounds each call to a worker (0: none).
 
     With ``record`` the result also holds every episode as arrays ``{key: [T, ...]}``:
     the step dicts and, under ``action``, the action taken at each step (zeros on the
@@ -67,11 +73,16 @@ def evaluate(
     episodes = len(seeds)
     slots = max(1, min(envs, episodes))
     plan = [list(range(i, episodes, slots)) for i in range(slots)]
-    pool = [make_env() for _ in range(slots)]
+    mode = workers if slots > 1 else "inline"  # one env gains nothing from a process
+    pool: list[EnvHandle] = []
     returns = [0.0] * episodes
     lengths = [0] * episodes
     traces: list[list[dict[str, np.ndarray]]] = [[] for _ in range(episodes)]
     try:
+        for i in range(slots):
+            pool.append(EnvHandle(make_env, i, mode, timeout))
+        for env in pool:  # the workers build their envs at once; wait for each
+            env.start()
         current = [p.pop(0) for p in plan]
         steps = [env.reset(seed=int(seeds[ep])) for env, ep in zip(pool, current)]
         active = list(range(slots))
@@ -79,12 +90,14 @@ def evaluate(
         while active:
             obs = stack([steps[i] for i in active])
             actions, state = agent.policy(obs, state, deterministic=deterministic)
-            next_active = []
-            keep_rows = []
             for row, i in enumerate(active):
                 if record:
                     traces[current[i]].append({**steps[i], "action": actions[row]})
-                step = pool[i].step(actions[row])
+                pool[i].send_step(actions[row])
+            next_active = []
+            keep_rows = []
+            for row, i in enumerate(active):
+                step = pool[i].wait()
                 ep = current[i]
                 if record and step["is_last"]:
                     traces[ep].append({**step, "action": np.zeros_like(actions[row])})

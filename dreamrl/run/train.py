@@ -369,7 +369,15 @@ class Trainer:
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
         maker = functools.partial(self.maker, self.config, None, "eval")
-        result = evaluate(self.agent, maker, seeds, run.eval_envs, record=run.diagnose)
+        result = evaluate(
+            self.agent,
+            maker,
+            seeds,
+            run.eval_envs,
+            record=run.diagnose,
+            workers=run.env_workers,
+            timeout=run.env_timeout,
+        )
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
         state.last_eval_return = result.mean
