@@ -76,10 +76,16 @@ def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
 def test_freed_memory_is_released_every_so_many_updates(tmp_path, monkeypatch, every):
     calls = []
     monkeypatch.setattr(trainlib, "release_free_memory", lambda: calls.append(1) or True)
-    cfg = config(**{"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.release_every": every})
+    overrides = {"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.eval_eps": 0}
+    cfg = config(**overrides, **{"run.release_every": every})
     state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
     assert state.updates > 3
     assert len(calls) == (state.updates // every if every else 0)
+    if every:  # the final evaluation, with its diagnostics, runs between two releases of its own
+        calls.clear()
+        cfg = config(**{**overrides, "run.eval_eps": 2, "run.release_every": every})
+        state = train(cfg, tmp_path / "with_eval", maker=make_counting, out=io.StringIO(), progress=False)
+        assert len(calls) == state.updates // every + 2
 
 
 def test_evaluation_builds_its_envs_in_eval_mode(tmp_path):

@@ -368,6 +368,10 @@ class Trainer:
         if not run.eval_eps:
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
+        # Evaluation and its diagnostics allocate other shapes than a train step: start them,
+        # and the next train step, on released memory, so neither lands on the other's leftovers.
+        if run.release_every:
+            release_free_memory()
         maker = functools.partial(self.maker, self.config, None, "eval")
         result = evaluate(
             self.agent,
@@ -398,6 +402,9 @@ class Trainer:
         )
         if run.diagnose:
             self.diagnose(result.episodes)
+        del result
+        if run.release_every:
+            release_free_memory()
 
     def diagnose(self, episodes: list[dict[str, np.ndarray]]) -> None:
         """World-model diagnostics on the evaluation's episodes, logged and written."""
