@@ -12,7 +12,7 @@ setup: $(STAMP)
 
 # Debian's headless OpenGL for MuJoCo (DeepMind Control renders through OSMesa or EGL);
 # chromium (large, accepted) opens the HTML report headless in its test. jemalloc: the
-# C allocator DREAMRL_MALLOC=jemalloc preloads (dreamrl/run/allocator.py says why).
+# C allocator the dreamrl command preloads by default (dreamrl/run/allocator.py says why).
 DEBS := libosmesa6 libegl1 libgl1 libjemalloc2 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 debs:

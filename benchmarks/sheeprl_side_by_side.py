@@ -9,7 +9,8 @@ of 64 steps by default), the same 64x64x3 image observations (or, with ``--vecto
 vectors) and discrete actions (CartPole-v1 seen
 through its rgb render, two actions), the same torch thread count (``torch.set_num_threads`` in both
 processes and ``OMP_NUM_THREADS`` in both environments), the same torch version and the same C
-allocator and its settings (``--allocator``, glibc tuned as dreamrl's CLI runs by default):
+allocator and its settings (``--allocator``: glibc tuned by default, as most tables in
+docs/performance.md were taken; ``jemalloc`` as dreamrl's CLI runs by default):
 
 1. sheeprl (``sheeprl==0.8.4`` from PyPI), in a virtualenv of its own (``--venv``): it is never a
    dependency of dreamrl. A missing venv is created once (``pip install torch==<dreamrl's torch>``

@@ -45,7 +45,7 @@ def test_restart_environment_keeps_the_users_preloads_and_settings():
 @pytest.mark.parametrize(
     "environ, library",
     [
-        ({MALLOC_ENV: "glibc"}, LIB),
+        ({MALLOC_ENV: "glibc"}, LIB),  # asked for glibc
         ({}, None),  # jemalloc is the default, but not installed
         ({MALLOC_ENV: "jemalloc"}, None),  # jemalloc not installed
         ({MALLOC_ENV: "jemalloc", RESTARTED_ENV: "1"}, LIB),  # restarted once: a failed preload must not loop

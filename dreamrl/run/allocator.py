@@ -21,7 +21,9 @@ glibc, as does a machine without the library. On glibc :func:`tune_allocator` ra
 the mmap threshold and disables trimming, which keeps freed buffers for reuse: on a
 2-core CPU that took a size1m block-GRU layer from 10 ms to 3 ms per call.
 
-Nothing here runs at import.
+Nothing here runs at import. A program that imports dreamrl keeps the allocator its
+interpreter started with: preload jemalloc yourself (``LD_PRELOAD=libjemalloc.so.2
+MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python ...``) or call :func:`tune_allocator`.
 """
 
 from __future__ import annotations

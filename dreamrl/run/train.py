@@ -402,7 +402,7 @@ class Trainer:
         )
         if run.diagnose:
             self.diagnose(result.episodes)
-        del result
+        del result  # its recorded episodes, so that the release below frees them too
         if run.release_every:
             release_free_memory()
 
