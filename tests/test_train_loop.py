@@ -4,7 +4,9 @@ the stop hook, episode bookkeeping, and what a run dir holds afterwards."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import time
 
 import gymnasium
 import numpy as np
@@ -117,6 +119,44 @@ def test_stop_hook_ends_training_after_an_evaluation(tmp_path):
     evals = [r for r in read_metrics(tmp_path) if "eval/return" in r]
     assert [r["step"] for r in evals] == [100, 200]
     assert all(r["eval/return"] == 10.0 for r in evals)  # every episode pays 10, whatever the policy
+
+
+class SleepyEnv(CountingEnv):
+    """CountingEnv whose every step takes at least 20 ms of wall time."""
+
+    def step(self, action):
+        time.sleep(0.02)
+        return super().step(action)
+
+
+def test_loop_time_is_split_into_its_parts(tmp_path):
+    """Each log record says what fraction of its window went to training, waiting for the
+    envs, acting, evaluating and saving; an inline env's stepping is counted as env time."""
+    cfg = config(**{"run.steps": 60, "run.envs": 1, "run.eval_every": 30, "run.env_workers": "inline"})
+    out = io.StringIO()
+    maker = lambda config, seed, mode="train": GymEnv(SleepyEnv(), config.env.size, seed=seed)  # noqa: E731
+    train(cfg, tmp_path, maker=maker, out=out, progress=False)
+    records = [r for r in read_metrics(tmp_path) if "time/env_frac" in r]
+    assert len(records) > 10  # run.log_every=0: a record per loop step
+    keys = [f"time/{part}_frac" for part in trainlib.LOOP_PARTS]
+    for r in records:
+        assert all(0.0 <= r[k] <= 1.0 for k in keys), r
+        assert sum(r[k] for k in keys) <= 1.0 + 1e-3, r
+    assert any(r["time/eval_frac"] > 0 for r in records) and any(r["time/train_frac"] > 0 for r in records)
+    # Window lengths from the elapsed clock: the env's sleeps alone are 20 ms a step.
+    env_seconds = sum(
+        r["time/env_frac"] * (r["time/elapsed"] - before["time/elapsed"])
+        for before, r in itertools.pairwise(records)
+    )
+    steps = records[-1]["step"] - records[0]["step"]
+    assert env_seconds >= 0.9 * 0.02 * steps, (env_seconds, steps)
+    summary = next(line for line in out.getvalue().splitlines() if line.startswith("Wall time"))
+    assert all(f"{part} " in summary for part in trainlib.LOOP_PARTS), summary
+
+
+def test_time_split_is_a_fraction_per_part():
+    split = trainlib.time_split({"train": 3.0, "env": 1.0}, 8.0)
+    assert split == {"train": 0.375, "env": 0.125, "act": 0.0, "eval": 0.0, "save": 0.0}
 
 
 def test_progress_lines_without_a_terminal(tmp_path):

@@ -142,6 +142,19 @@ def train(
         pool.close()
 
 
+# Where the loop's wall time goes, in the order the summary names them. "env" is the
+# time the loop waits for its envs: all of their stepping inline, and with worker
+# processes only what training did not hide.
+LOOP_PARTS = ("train", "env", "act", "eval", "save")
+
+
+def time_split(seconds: dict[str, float], wall: float) -> dict[str, float]:
+    """Fraction of ``wall`` seconds spent in each part of the loop (0 for a part never
+    timed); the rest (logging, progress) is what the fractions leave out of 1."""
+    wall = max(wall, 1e-9)
+    return {part: seconds.get(part, 0.0) / wall for part in LOOP_PARTS}
+
+
 def resident_mb() -> tuple[float, float]:
     """(now, peak) resident memory of this process in MB: the peak from getrusage, the
     current figure from /proc (NaN where there is none)."""
@@ -229,6 +242,20 @@ class Trainer:
         self.elapsed_before = self.state.elapsed
         self.last_log = self.last_save = time.time()
         self.log_mark = (self.state.env_steps, self.state.updates)
+        # Seconds per loop part since the last log, and over this session.
+        self.busy: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
+        self.busy_session: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Count the wall time inside towards ``part`` of the loop."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.busy[part] += seconds
+            self.busy_session[part] += seconds
 
     # ------------------------------------------------------------------ resuming
 
@@ -358,6 +385,9 @@ class Trainer:
         metrics["env/restarts"] = float(self.pool.restarts)
         metrics["replay/bad_chunks"] = float(len(getattr(self.replay, "bad_chunks", [])))
         metrics["time/elapsed"] = self.elapsed()
+        for part, frac in time_split(self.busy, dt).items():
+            metrics[f"time/{part}_frac"] = frac
+        self.busy = dict.fromkeys(LOOP_PARTS, 0.0)
         metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
         self.logger.write(self.state.env_steps, metrics)
         self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
@@ -460,28 +490,36 @@ class Trainer:
         run, state = self.config.run, self.state
         actions = np.zeros((run.envs, *self.pool.act_space.shape), self.pool.act_space.dtype)
         try:
-            obs = self.obs if self.obs is not None else self._step_envs(actions)
+            with self.timed("env"):
+                obs = self.obs if self.obs is not None else self._step_envs(actions)
             while state.env_steps < run.steps:
-                actions = self.collect(obs)
+                with self.timed("act"):
+                    actions = self.collect(obs)
                 # Worker processes step the envs while the agent trains: the loop takes
                 # about max(env, train) per step rather than their sum.
-                self.pool.step_async(actions)
-                self.train()
+                with self.timed("env"):
+                    self.pool.step_async(actions)  # inline envs step here
+                with self.timed("train"):
+                    self.train()
                 self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
                 now = time.time()
                 if now - self.last_log >= run.log_every:
                     self.log(now)
                 if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
-                    self.evaluate()
+                    with self.timed("eval"):
+                        self.evaluate()
                     if stop is not None and stop(state):
                         self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
                         self._wait_envs()  # collect the step in flight before leaving
                         break
                 if now - self.last_save >= run.save_every:
-                    self.save()
-                obs = self._wait_envs()
+                    with self.timed("save"):
+                        self.save()
+                with self.timed("env"):
+                    obs = self._wait_envs()
             if state.last_eval != state.env_steps or not run.eval_every:
-                self.evaluate()
+                with self.timed("eval"):
+                    self.evaluate()
             self.log(time.time())
             self.save()
         except KeyboardInterrupt:
@@ -501,6 +539,9 @@ class Trainer:
             f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
             file=out,
         )
+        split = time_split(self.busy_session, time.time() - self.session_start)
+        parts = ", ".join(f"{part} {100 * frac:.0f}%" for part, frac in split.items())
+        print(f"Wall time of this session: {parts} (env: waiting for the envs).", file=out)
         print(f"Logs: {self.run_dir / 'metrics.jsonl'} (TensorBoard: {self.run_dir / 'tb'})", file=out)
         print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
