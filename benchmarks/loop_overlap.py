@@ -1,11 +1,12 @@
 """How much of the envs' time the training loop hides behind training.
 
     python benchmarks/loop_overlap.py [--env dmc:cartpole_balance] [--preset dmc_vision size1m]
-        [--steps 1600] [--warmup 800] [key=value ...]
+        [--steps 1600] [--warmup 1200] [key=value ...]
 
 Trains the same short run twice, with the envs stepped inline and in worker processes
 (``run.env_workers``), and reads the loop's own time split (``time/*_frac`` in
-``metrics.jsonl``) after the first ``--warmup`` env steps (replay filling, compiling).
+``metrics.jsonl``) after the first ``--warmup`` env steps (filling replay's first batch,
+which training waits for, and compiling).
 Per env step it prints the loop's wall time and the time spent training, acting, and
 waiting for the envs. Inline, the wait is all of the envs' stepping; with workers it is
 only what training did not cover, so
@@ -71,7 +72,7 @@ def main() -> int:
     parser.add_argument("--env", default="dmc:cartpole_balance")
     parser.add_argument("--preset", nargs="+", default=["dmc_vision", "size1m"])
     parser.add_argument("--steps", type=int, default=1600, help="env steps per run")
-    parser.add_argument("--warmup", type=int, default=800, help="env steps left out of the figures")
+    parser.add_argument("--warmup", type=int, default=1200, help="env steps left out of the figures")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args()
     tune_allocator()
@@ -87,12 +88,16 @@ def main() -> int:
         "run.diagnose": False,
         **parse_overrides(args.overrides),
     }
+    config = build_config(args.preset, overrides)
+    run, fill = config.run, config.batch_size * config.batch_length
+    if args.warmup <= fill:
+        parser.error(
+            f"--warmup ({args.warmup}) must pass the {fill:,} env steps that fill replay's first batch"
+        )
     results = {}
     with tempfile.TemporaryDirectory(prefix="dreamrl-overlap-") as tmp:
         for mode in MODES:
             results[mode] = run_mode(mode, args.preset, overrides, Path(tmp), args.warmup)
-    config = build_config(args.preset, overrides)
-    run = config.run
     print(
         f"\n{args.env}, presets {' '.join(args.preset)}: run.envs={run.envs}, "
         f"run.train_ratio={run.train_ratio:g}, run.threads={run.threads}; "
