@@ -540,8 +540,9 @@ class Trainer:
             file=out,
         )
         split = time_split(self.busy_session, time.time() - self.session_start)
-        parts = ", ".join(f"{part} {100 * frac:.0f}%" for part, frac in split.items())
-        print(f"Wall time of this session: {parts} (env: waiting for the envs).", file=out)
+        notes = {"env": " (waiting for the envs)"}
+        parts = ", ".join(f"{part} {100 * frac:.0f}%{notes.get(part, '')}" for part, frac in split.items())
+        print(f"Wall time of this session: {parts}.", file=out)
         print(f"Logs: {self.run_dir / 'metrics.jsonl'} (TensorBoard: {self.run_dir / 'tb'})", file=out)
         print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
