@@ -32,8 +32,8 @@ from typing import Any
 
 from dreamrl.config import build_config, parse_overrides
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
-from dreamrl.run.logging import read_metrics
-from dreamrl.run.train import LOOP_PARTS, train
+from dreamrl.run.logging import LOOP_PARTS, read_metrics
+from dreamrl.run.train import train
 
 MODES = ("inline", "process")
 

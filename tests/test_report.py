@@ -7,6 +7,8 @@ The screenshot is kept at artifacts/report-screenshot.png (and the page beside i
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -18,10 +20,17 @@ import pytest
 from PIL import Image
 
 from dreamrl.report import build_report, cmd_report
+from dreamrl.report.html import loop_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
-HEADINGS = ("Learning curves", "Evaluation", "World-model diagnostics", "Counterfactuals (what if)")
+HEADINGS = (
+    "Learning curves",
+    "Evaluation",
+    "World-model diagnostics",
+    "Counterfactuals (what if)",
+    "Speed and memory",
+)
 # Pure colours painted into the hand-made images: finding them in the screenshot shows
 # that the browser decoded and drew each embedded image.
 MAGENTA, CYAN, YELLOW = (255, 0, 255), (0, 255, 255), (255, 255, 0)
@@ -220,6 +229,8 @@ def test_report_is_one_self_contained_file(report, runs, evaluated):
     assert "Rewards are predicted well for 4 steps" in text and "OLDER FILE" not in text
     assert "always push left" in text and "counterfactual" in text
     assert "No diagnostics" in text and "No counterfactuals" in text  # run2 has neither
+    assert "waiting for envs" in text and "peak resident MB" in text
+    assert re.search(r"run1 \d+\.\d \d+\.\d \d\.\d{3} [\d,]+ \d+%", text), text  # the speed row
 
 
 def _parse_text(html: str) -> str:
@@ -244,7 +255,26 @@ def test_report_of_an_empty_or_odd_run_dir_says_what_is_absent(tmp_path):
     assert lines == [] and _parse(html).imgs == []
     assert "No episode scores or evaluation records" in text and "No evaluation found" in text
     assert "Could not read" in text and "broken.json" in text
+    assert "No timing records" in text
     assert "is not a file name" in text  # a name outside the folder is never embedded
+
+
+def test_loop_summary_weights_each_window_by_its_length():
+    records = [
+        {"step": 0, "time/elapsed": 0.0, "time/train_frac": 0.0, "time/env_frac": 0.0},
+        {"step": 100, "time/elapsed": 10.0, "time/train_frac": 0.9, "time/env_frac": 0.1},
+        {"step": 150, "eval/return": 3.0, "time/elapsed": 12.0},  # an eval record: no split
+        {"step": 400, "time/elapsed": 40.0, "time/train_frac": 0.5, "time/env_frac": 0.2,
+         "train/updates": 80.0, "mem/peak_rss_mb": 900.0},
+    ]  # fmt: skip
+    s = loop_summary(records)
+    assert s["train_frac"] == pytest.approx((0.9 * 10 + 0.5 * 30) / 40)
+    assert s["env_frac"] == pytest.approx((0.1 * 10 + 0.2 * 30) / 40)
+    assert math.isnan(s["act_frac"])  # never logged
+    assert s["env_steps_per_s"] == pytest.approx(10.0) and s["updates_per_s"] == pytest.approx(2.0)
+    assert s["peak_rss_mb"] == 900.0 and s["minutes"] == pytest.approx(40 / 60)
+    old_run = loop_summary([{"step": 10, "time/elapsed": 5.0}])  # logged before the split existed
+    assert math.isnan(old_run["train_frac"]) and math.isnan(old_run["peak_rss_mb"])
 
 
 def test_report_command_writes_where_asked_and_refuses_missing_dirs(tmp_path, capsys):

@@ -16,7 +16,7 @@ from gymnasium import spaces
 from dreamrl.config import Config, build_config
 from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.run import train as trainlib
-from dreamrl.run.logging import read_metrics
+from dreamrl.run.logging import LOOP_PARTS, read_metrics
 from dreamrl.run.train import LoopState, train, updates_due
 
 
@@ -138,7 +138,7 @@ def test_loop_time_is_split_into_its_parts(tmp_path):
     train(cfg, tmp_path, maker=maker, out=out, progress=False)
     records = [r for r in read_metrics(tmp_path) if "time/env_frac" in r]
     assert len(records) > 10  # run.log_every=0: a record per loop step
-    keys = [f"time/{part}_frac" for part in trainlib.LOOP_PARTS]
+    keys = [f"time/{part}_frac" for part in LOOP_PARTS]
     for r in records:
         assert all(0.0 <= r[k] <= 1.0 for k in keys), r
         assert sum(r[k] for k in keys) <= 1.0 + 1e-3, r
@@ -151,7 +151,7 @@ def test_loop_time_is_split_into_its_parts(tmp_path):
     steps = records[-1]["step"] - records[0]["step"]
     assert env_seconds >= 0.9 * 0.02 * steps, (env_seconds, steps)
     summary = next(line for line in out.getvalue().splitlines() if line.startswith("Wall time"))
-    assert all(f"{part} " in summary for part in trainlib.LOOP_PARTS), summary
+    assert all(f"{part} " in summary for part in LOOP_PARTS), summary
 
 
 def test_time_split_is_a_fraction_per_part():

@@ -11,7 +11,9 @@ JavaScript, no external URL, every plot and image embedded as a ``data:`` URI. I
    run dirs that share a task (``config.json``'s ``task``), an aggregate row over them;
 3. world-model diagnostics: each run dir's newest ``diagnostics/*.json`` (horizon curves,
    numbers, summary, open-loop images);
-4. counterfactuals: each ``whatif/*.json`` (returns, rewards, image).
+4. counterfactuals: each ``whatif/*.json`` (returns, rewards, image);
+5. speed and memory: env steps and updates per second, peak resident memory, and where
+   the loop's wall time went (training, waiting for envs, acting, evaluating, saving).
 
 A section whose files are missing says so in one line; nothing missing is an error. The
 JSON layouts read here are documented in the README ("Evaluation and reports").
@@ -23,6 +25,7 @@ import base64
 import datetime
 import html
 import io
+import itertools
 import json
 import math
 import re
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from dreamrl.run import aggregate
+from dreamrl.run.logging import LOOP_PARTS
 
 REPORT_FILE = "report.html"
 EVAL_FILE = re.compile(r"eval-(\d+)\.json")  # deterministic results of `dreamrl eval` only
@@ -203,6 +207,10 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
     return "—" if math.isnan(number) else format(number, spec)
 
 
+def _percent(fraction: float) -> str:
+    return "—" if math.isnan(fraction) else f"{100 * fraction:.0f}%"
+
+
 def _img(data: bytes, mime: str, alt: str, scale_small: bool = False) -> str:
     """An ``<img>`` with ``data`` inline. ``scale_small`` shows images narrower than
     ``SMALL_IMAGE`` pixels (a strip of 64x64 frames) enlarged by a whole factor, pixelated."""
@@ -343,6 +351,68 @@ def _curves(runs: Sequence[Run]) -> str:
     else:
         parts.append(_absent("No loss records (loss/*) in any metrics.jsonl: no update has been logged."))
     return "".join(parts)
+
+
+def loop_summary(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Speed and memory of one run from its ``metrics.jsonl`` records: env steps and
+    updates per wall second, wall minutes, peak resident MB, and the share of wall time spent in
+    each part of the loop (``time/<part>_frac``, each log window weighted by its length
+    from the ``time/elapsed`` clock). NaN for whatever the records do not hold."""
+    nan = math.nan
+    logged = [r for r in records if math.isfinite(_number(r.get("time/elapsed")))]
+    elapsed = _number(logged[-1]["time/elapsed"]) if logged else nan
+    steps = max((int(r["step"]) for r in records if isinstance(r.get("step"), int)), default=0)
+    updates = max((_number(r.get("train/updates")) for r in records if "train/updates" in r), default=nan)
+    peaks = [v for r in records if math.isfinite(v := _number(r.get("mem/peak_rss_mb")))]
+    out = {
+        "minutes": elapsed / 60,
+        "env_steps_per_s": steps / elapsed if elapsed > 0 else nan,
+        "updates_per_s": updates / elapsed if elapsed > 0 else nan,
+        "peak_rss_mb": max(peaks, default=nan),
+    }
+    split = [r for r in logged if "time/train_frac" in r]
+    weights = {part: 0.0 for part in LOOP_PARTS}
+    total = 0.0
+    for before, r in itertools.pairwise(split):
+        window = _number(r["time/elapsed"]) - _number(before["time/elapsed"])
+        if not window > 0:
+            continue  # records written at one moment, or a clock that went back
+        total += window
+        for part in LOOP_PARTS:
+            weights[part] += _number(r.get(f"time/{part}_frac")) * window
+    for part in LOOP_PARTS:
+        out[f"{part}_frac"] = weights[part] / total if total > 0 else nan
+    return out
+
+
+def _speed(runs: Sequence[Run]) -> str:
+    rows = []
+    for run in runs:
+        s = loop_summary(run.records)
+        shares = [
+            _fmt(100 * s[f"{part}_frac"], ".0f") + ("%" if math.isfinite(s[f"{part}_frac"]) else "")
+            for part in LOOP_PARTS
+        ]
+        rows.append(
+            [
+                esc(run.label),
+                _fmt(s["minutes"], ".1f"),
+                _fmt(s["env_steps_per_s"], ".1f"),
+                _fmt(s["updates_per_s"], ".3f"),
+                _fmt(s["peak_rss_mb"], ",.0f"),
+                *shares,
+            ]
+        )
+    if all(row[1] == "—" for row in rows):
+        return _absent("No timing records (time/elapsed) in any metrics.jsonl.")
+    head = ["run", "wall minutes", "env steps/s", "updates/s", "peak resident MB"]
+    head += ["train", "waiting for envs", "acting", "evaluating", "saving"]
+    return (
+        "<p>Rates over the whole run (wall time includes evaluation and saving), and the share of "
+        "wall time in each part of the loop, from the <code>time/*_frac</code> records. With env "
+        "workers in processes, the envs step while the agent trains: waiting for envs is only the "
+        "part of their time that training did not hide.</p>" + _table(head, rows)
+    )
 
 
 def _stat_cell(value: float, ci: Sequence[float] | None) -> str:
@@ -551,6 +621,7 @@ def build_report(run_dirs: Sequence[Path]) -> tuple[str, list[str]]:
         ("evaluation", "Evaluation", evaluation),
         ("diagnostics", "World-model diagnostics", _diagnostics(runs)),
         ("whatif", "Counterfactuals (what if)", _whatifs(runs)),
+        ("speed", "Speed and memory", _speed(runs)),
     ]
     nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title, _ in sections)
     body = "".join(

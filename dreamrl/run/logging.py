@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+# The parts of the training loop whose share of wall time is logged as time/<part>_frac.
+# "env" is the time the loop waits for its envs: all of their stepping when they run
+# inline, and with worker processes only what training did not hide.
+LOOP_PARTS = ("train", "env", "act", "eval", "save")
 
 
 class Mean:

@@ -53,7 +53,7 @@ from dreamrl.run.checkpoint import (
 )
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import eval_seeds, evaluate
-from dreamrl.run.logging import Mean, MetricsLogger
+from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 
 CONFIG_FILE = resumelib.CONFIG_FILE
@@ -140,12 +140,6 @@ def train(
             return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
     finally:
         pool.close()
-
-
-# Where the loop's wall time goes, in the order the summary names them. "env" is the
-# time the loop waits for its envs: all of their stepping inline, and with worker
-# processes only what training did not hide.
-LOOP_PARTS = ("train", "env", "act", "eval", "save")
 
 
 def time_split(seconds: dict[str, float], wall: float) -> dict[str, float]:
