@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -32,27 +31,10 @@ from typing import Any
 
 from dreamrl.config import build_config, parse_overrides
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
-from dreamrl.run.logging import LOOP_PARTS, read_metrics
+from dreamrl.run.logging import LOOP_PARTS, loop_seconds, read_metrics
 from dreamrl.run.train import train
 
 MODES = ("inline", "process")
-
-
-def loop_seconds(run_dir: Path, warmup: int) -> dict[str, float]:
-    """Seconds of wall time and of each loop part after env step ``warmup``, and the env
-    steps they cover, summed over the run's log windows (``run.log_every=0``: one window
-    per loop step; each window's length from the ``time/elapsed`` clock)."""
-    records = [r for r in read_metrics(run_dir) if "time/env_frac" in r]
-    totals = dict.fromkeys(("wall", "steps", *LOOP_PARTS), 0.0)
-    for before, r in itertools.pairwise(records):
-        if before["step"] < warmup:
-            continue
-        window = r["time/elapsed"] - before["time/elapsed"]
-        totals["wall"] += window
-        totals["steps"] += r["step"] - before["step"]
-        for part in LOOP_PARTS:
-            totals[part] += r[f"time/{part}_frac"] * window
-    return totals
 
 
 def run_mode(
@@ -61,7 +43,7 @@ def run_mode(
     config = build_config(presets, {**overrides, "run.env_workers": mode})
     print(f"training {config.run.steps:,} env steps with run.env_workers={mode} ...", flush=True)
     train(config, out / mode, out=io.StringIO(), progress=False)
-    return loop_seconds(out / mode, warmup)
+    return loop_seconds(read_metrics(out / mode), since_step=warmup)
 
 
 def main() -> int:

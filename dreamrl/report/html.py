@@ -25,7 +25,6 @@ import base64
 import datetime
 import html
 import io
-import itertools
 import json
 import math
 import re
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dreamrl.run import aggregate
-from dreamrl.run.logging import LOOP_PARTS
+from dreamrl.run.logging import LOOP_PARTS, loop_seconds
 
 REPORT_FILE = "report.html"
 EVAL_FILE = re.compile(r"eval-(\d+)\.json")  # deterministic results of `dreamrl eval` only
@@ -370,18 +369,9 @@ def loop_summary(records: Sequence[dict[str, Any]]) -> dict[str, float]:
         "updates_per_s": updates / elapsed if elapsed > 0 else nan,
         "peak_rss_mb": max(peaks, default=nan),
     }
-    split = [r for r in logged if "time/train_frac" in r]
-    weights = {part: 0.0 for part in LOOP_PARTS}
-    total = 0.0
-    for before, r in itertools.pairwise(split):
-        window = _number(r["time/elapsed"]) - _number(before["time/elapsed"])
-        if not window > 0:
-            continue  # records written at one moment, or a clock that went back
-        total += window
-        for part in LOOP_PARTS:
-            weights[part] += _number(r.get(f"time/{part}_frac")) * window
+    seconds = loop_seconds(records)
     for part in LOOP_PARTS:
-        out[f"{part}_frac"] = weights[part] / total if total > 0 else nan
+        out[f"{part}_frac"] = seconds[part] / seconds["wall"] if seconds["wall"] > 0 else nan
     return out
 
 
@@ -389,10 +379,7 @@ def _speed(runs: Sequence[Run]) -> str:
     rows = []
     for run in runs:
         s = loop_summary(run.records)
-        shares = [
-            _fmt(100 * s[f"{part}_frac"], ".0f") + ("%" if math.isfinite(s[f"{part}_frac"]) else "")
-            for part in LOOP_PARTS
-        ]
+        shares = [_percent(s[f"{part}_frac"]) for part in LOOP_PARTS]
         rows.append(
             [
                 esc(run.label),

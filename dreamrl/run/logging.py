@@ -7,10 +7,11 @@ Keys are namespaced: ``loss/``, ``wm/``, ``actor/``, ``imag/``, ``grad/``, ``epi
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,24 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loop_seconds(records: Sequence[Mapping[str, Any]], since_step: int = 0) -> dict[str, float]:
+    """Seconds spent in each part of the training loop, from ``time/<part>_frac`` records.
+
+    Sums over the log windows that begin at env step ``since_step`` or later, each
+    window's length taken from the ``time/elapsed`` clock of its record and the one
+    before. Returns ``wall`` (seconds covered), ``steps`` (env steps covered) and one
+    entry per :data:`LOOP_PARTS` (NaN for a part some record lacks).
+    """
+    split = [r for r in records if "time/train_frac" in r and "time/elapsed" in r]
+    totals = dict.fromkeys(("wall", "steps", *LOOP_PARTS), 0.0)
+    for before, r in itertools.pairwise(split):
+        window = float(r["time/elapsed"]) - float(before["time/elapsed"])
+        if before["step"] < since_step or not window > 0:
+            continue  # before the span asked for; or records written at one moment
+        totals["wall"] += window
+        totals["steps"] += r["step"] - before["step"]
+        for part in LOOP_PARTS:
+            totals[part] += float(r.get(f"time/{part}_frac", math.nan)) * window
+    return totals
