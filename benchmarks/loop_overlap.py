@@ -93,10 +93,11 @@ def main() -> int:
         print(f"{mode:<16} {p['wall']:>7.1f} {p['train']:>7.1f} {p['env']:>8.1f} {p['act']:>6.1f}")
     inline, process = per_step["inline"], per_step["process"]
     hidden = 1 - process["env"] / inline["env"] if inline["env"] > 0 else float("nan")
-    print(
-        f"env time hidden behind training: {100 * hidden:.0f}% "
-        f"(wait {inline['env']:.1f} -> {process['env']:.1f} ms per env step)"
-    )
+    waits = f"wait {inline['env']:.1f} -> {process['env']:.1f} ms per env step"
+    if hidden >= 0:
+        print(f"env time hidden behind training: {100 * hidden:.0f}% ({waits})")
+    else:  # an env cheaper than a round trip to its worker
+        print(f"env time hidden behind training: none ({waits}): this env steps faster inline")
     print(
         f"wall per env step: process {process['wall']:.1f} ms against inline {inline['wall']:.1f} "
         f"(x{inline['wall'] / process['wall']:.2f})"
