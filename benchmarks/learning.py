@@ -11,7 +11,8 @@ settings are in CHECKS below; anything not named there is the paper's default, e
 the ``quick`` preset's learning rate (3e-4), which these CPU budgets need.
 
 By default a check stops once two evaluations in a row reach its target (the curve
-shows it holds); ``--full`` trains the whole budget.
+shows it holds); ``--full`` trains the whole budget. Each check's curve and verdict also
+go to ``<out>/summary.json``, replacing that check's entry and keeping the others'.
 """
 
 from __future__ import annotations
@@ -162,9 +163,22 @@ def main() -> int:
             results.append(report(name, check, curve(args.out / name), {**check.overrides, **extra}))
         else:
             results.append(run_check(name, args.out, extra, args.full))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+    write_summary(args.out / "summary.json", results)
     return 0
+
+
+def write_summary(path: Path, results: list[dict]) -> None:
+    """Write ``results`` into the summary file, keeping the other checks' entries there."""
+    kept: list[dict] = []
+    if path.is_file():
+        try:
+            kept = [r for r in json.loads(path.read_text()) if isinstance(r, dict)]
+        except (json.JSONDecodeError, TypeError):
+            kept = []  # unreadable: rewritten from these results alone
+    names = {r["check"] for r in results}
+    merged = [r for r in kept if r.get("check") not in names] + results
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1))
 
 
 if __name__ == "__main__":
