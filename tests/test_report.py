@@ -230,7 +230,7 @@ def test_report_is_one_self_contained_file(report, runs, evaluated):
     assert "always push left" in text and "counterfactual" in text
     assert "No diagnostics" in text and "No counterfactuals" in text  # run2 has neither
     assert "waiting for envs" in text and "peak resident MB" in text
-    assert re.search(r"run1 \d+\.\d \d+\.\d \d\.\d{3} [\d,]+ \d+%", text), text  # the speed row
+    assert re.search(r"run1 \d+\.\d \d+\.\d \d+\.\d{3} [\d,]+ \d+%", text), text  # the speed row
 
 
 def _parse_text(html: str) -> str:
