@@ -59,12 +59,14 @@ def evaluate(
     record: bool = False,
     workers: str = "inline",
     timeout: float = 60.0,
+    check: Callable[[], None] | None = None,
 ) -> EvalResult:
     """Run one episode per seed with ``agent.policy`` and return their scores.
 
     ``workers='process'`` steps each env in a worker process of its own (``make_env``
     must then pickle), in parallel and without loading the simulator into this process;
-    ``timeout`` bounds each call to a worker (0: none).
+    ``timeout`` bounds each call to a worker (0: none). ``check`` is called before each
+    step; what it raises ends the evaluation (a training run's stop signal).
 
     With ``record`` the result also holds every episode as arrays ``{key: [T, ...]}``:
     the step dicts and, under ``action``, the action taken at each step (zeros on the
@@ -88,6 +90,8 @@ def evaluate(
         active = list(range(slots))
         state = None
         while active:
+            if check is not None:
+                check()
             obs = stack([steps[i] for i in active])
             actions, state = agent.policy(obs, state, deterministic=deterministic)
             for row, i in enumerate(active):

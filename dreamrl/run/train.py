@@ -21,9 +21,7 @@ import json
 import math
 import os
 import resource
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -53,6 +51,7 @@ from dreamrl.run.checkpoint import (
 )
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import eval_seeds, evaluate
+from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 
@@ -136,8 +135,8 @@ def train(
         episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
     )
     try:
-        with terminate_as_interrupt():
-            return Trainer(config, run_dir, pool, maker, out, progress).run(stop)
+        with stop_on_signals() as interrupt:
+            return Trainer(config, run_dir, pool, maker, out, progress, interrupt).run(stop)
     finally:
         pool.close()
 
@@ -162,26 +161,6 @@ def resident_mb() -> tuple[float, float]:
     return now_mb, max(now_mb, peak_mb)  # read a moment apart: the process may have grown
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a scheduler's pre-emption, ``docker stop``) raises
-    KeyboardInterrupt inside, so the run saves a checkpoint on the way out as it does
-    for Ctrl-C; outside the main thread signals cannot be caught and nothing changes.
-    Env workers are spawned, so they keep the default handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class Trainer:
     """One training session over a run dir: owns the agent, replay, logger and clocks.
 
@@ -189,9 +168,18 @@ class Trainer:
     """
 
     def __init__(
-        self, config: Config, run_dir: Path, pool: EnvPool, maker: EnvMaker, out: TextIO, progress: bool
+        self,
+        config: Config,
+        run_dir: Path,
+        pool: EnvPool,
+        maker: EnvMaker,
+        out: TextIO,
+        progress: bool,
+        interrupt: StopRequest | None = None,
     ):
         self.config, self.run_dir, self.pool, self.maker, self.out = config, run_dir, pool, maker, out
+        # Checked between env steps: a stop signal becomes KeyboardInterrupt there.
+        self.interrupt = interrupt if interrupt is not None else StopRequest()
         run = config.run
         self.agent = Agent(
             config,
@@ -355,6 +343,7 @@ class Trainer:
         if state.train_start < 0 and self.replay.ready(batch_size):
             state.train_start = state.env_steps
         for _ in range(updates_due(state, self.config)):
+            self.interrupt.check()  # a resumed run may owe many: answer a stop between them
             metrics = self.agent.train_step(self.replay.sample(batch_size))
             self.train_mean.add(metrics)
             state.updates += 1
@@ -405,6 +394,7 @@ class Trainer:
             record=run.diagnose,
             workers=run.env_workers,
             timeout=run.env_timeout,
+            check=self.interrupt.check,
         )
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
@@ -487,6 +477,7 @@ class Trainer:
             with self.timed("env"):
                 obs = self.obs if self.obs is not None else self._step_envs(actions)
             while state.env_steps < run.steps:
+                self.interrupt.check()
                 with self.timed("act"):
                     actions = self.collect(obs)
                 # Worker processes step the envs while the agent trains: the loop takes
