@@ -29,10 +29,23 @@ def test_a_signal_is_recorded_and_raised_only_when_checked():
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             request.check()
         with pytest.raises(KeyboardInterrupt, match="the second"):
-            os.kill(os.getpid(), signal.SIGINT)  # the user insists: raised in the handler
+            # The user insists: raised in the handler. (SIGTERM again: SIGINT may be ignored
+            # here, as it is for a suite started in the background.)
+            os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(1000):  # give the interpreter bytecodes at which to run it
                 pass
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_is_a_stop_request_too():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with stop_on_signals() as request:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert request.signal == "SIGINT"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_an_ignored_signal_stays_ignored():
