@@ -43,6 +43,22 @@ def flags(done: bool, info: dict[str, Any]) -> tuple[bool, bool]:
     return bool(done) or terminal, terminal
 
 
+def _in_position_order(balance_chunk: Any) -> Any:
+    """Crafter's ``Env._balance_chunk`` with the chunk's objects in the order of their
+    positions (one object per cell, so the order is total).
+
+    Crafter hands it a set of objects, iterated in the order of their memory addresses,
+    and picks the creature to despawn by a seeded random index into it: the same seed
+    then played out differently depending on what had run in the process before, and
+    evaluation on fixed seeds was not repeatable. Any fixed order keeps the pick
+    uniformly random; this one makes it a function of the seed."""
+
+    def balance(chunk: Any, objs: Any) -> Any:
+        return balance_chunk(chunk, sorted(objs, key=lambda obj: (int(obj.pos[0]), int(obj.pos[1]))))
+
+    return balance
+
+
 class CrafterEnv(SpacesFromConverters):
     """One crafter world speaking step dicts."""
 
@@ -65,7 +81,9 @@ class CrafterEnv(SpacesFromConverters):
             seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         # Crafter's size is (width, height), ours (H, W). Its observation_space
         # reports (W, H, 3) although frames are [H, W, 3], so it is not read here.
-        return self._crafter.Env(size=(self.size[1], self.size[0]), length=self.length, seed=int(seed))
+        env = self._crafter.Env(size=(self.size[1], self.size[0]), length=self.length, seed=int(seed))
+        env._balance_chunk = _in_position_order(env._balance_chunk)
+        return env
 
     def reset(self, seed: int | None = None) -> Step:
         """Start an episode; with ``seed`` a fresh world from that seed, without one
