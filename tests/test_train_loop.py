@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import signal
 import time
 
 import gymnasium
@@ -15,6 +17,8 @@ from gymnasium import spaces
 from dreamrl.config import Config, build_config
 from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.run import train as trainlib
+from dreamrl.run.checkpoint import list_checkpoints
+from dreamrl.run.evaluate import evaluate
 from dreamrl.run.logging import LOOP_PARTS, loop_seconds, read_metrics
 from dreamrl.run.train import LoopState, train, updates_due
 
@@ -203,3 +207,58 @@ def test_truncation_and_termination_reach_replay_apart(tmp_path):
         odd_episode = int(data["vector"][i, 1]) % 2 == 1
         assert data["is_terminal"][i] == odd_episode, (i, data["vector"][i])
     assert not data["is_terminal"][~data["is_last"]].any()
+
+
+class SignallingEnv(CountingEnv):
+    """Sends this process SIGTERM from inside its 50th step: the step must still finish."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+        self.finished_after_signal = False
+
+    def step(self, action):
+        self.total += 1
+        if self.total == 50:
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.finished_after_signal = True  # reached: the handler raised nothing here
+        return super().step(action)
+
+
+def test_a_stop_signal_ends_the_run_between_steps_with_a_save(tmp_path):
+    overrides = {"run.steps": 400, "run.envs": 1, "run.eval_every": 0, "run.env_workers": "inline"}
+    cfg = config(**overrides, **{"run.save_every": 3600})  # no periodic saves: only the signal's
+    env = SignallingEnv()
+    out = io.StringIO()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        train(
+            cfg,
+            tmp_path,
+            maker=lambda config, seed, mode="train": GymEnv(env, config.env.size, seed=seed),
+            out=out,
+            progress=False,
+        )
+    assert env.finished_after_signal
+    assert signal.getsignal(signal.SIGTERM) is before
+    # Saved at the first check after the signal: 50 env steps and 5 resets are 55 observations,
+    # of which the last (from the step that sent the signal) was still in flight.
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [54]
+    assert "interrupted: saving a checkpoint" in out.getvalue()
+
+
+def test_evaluation_stops_at_a_check():
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("signal SIGTERM")
+
+    class FirstAction:
+        def policy(self, obs, state, deterministic=True):
+            return np.zeros((len(obs["reward"]),), np.int64), None
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(FirstAction(), lambda: make_counting(config(), None), [1, 2], check=check)
+    assert len(calls) == 5
