@@ -12,12 +12,13 @@ import pytest
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 
 
-def test_a_signal_is_recorded_and_raised_only_when_checked():
+def test_a_signal_is_recorded_and_raised_only_when_checked(capfd):
     before = signal.getsignal(signal.SIGTERM)
     with stop_on_signals() as request:
         request.check()  # nothing yet
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before kill returns to Python code
         assert request.signal == "SIGTERM"
+        assert "SIGTERM: stopping after the current step" in capfd.readouterr().err  # said at once
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             request.check()
         with pytest.raises(KeyboardInterrupt, match="the second"):

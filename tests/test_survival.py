@@ -121,6 +121,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
         pytest.fail(f"still running 120 s after SIGTERM; its stacks:\n{out}{err}")
     assert proc.returncode == 130, out + err  # the CLI's exit code for an interrupt
     assert "interrupted: saving a checkpoint" in out  # said even with --no-progress
+    assert "SIGTERM: stopping after the current step" in err  # said when the signal came
     step, path = list_checkpoints(logdir)[-1]
     assert 0 < step < STEPS
     verify_checkpoint(path)

@@ -12,6 +12,7 @@ signal raises at once, for a user who will not wait for the step to end.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ class StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt(f"signal {name}, the second")
         self.signal = name
+        # Said at once, as a large model's update can take minutes. Straight to the file
+        # descriptor: sys.stderr may be in the middle of a write this handler interrupted.
+        note = f"\n{name}: stopping after the current step to save a checkpoint; again to stop now\n"
+        with contextlib.suppress(OSError):
+            os.write(2, note.encode())
 
     def check(self) -> None:
         """Raise KeyboardInterrupt if a stop signal has arrived; called at safe points."""
