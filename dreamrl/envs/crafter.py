@@ -12,6 +12,7 @@ unlocked the first time in an episode, and +-0.1 per point of health gained or l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,7 @@ def flags(done: bool, info: dict[str, Any]) -> tuple[bool, bool]:
     return bool(done) or terminal, terminal
 
 
-def _in_position_order(balance_chunk: Any) -> Any:
+def _in_position_order(balance_chunk: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """Crafter's ``Env._balance_chunk`` with the chunk's objects in the order of their
     positions (one object per cell, so the order is total).
 
@@ -53,8 +54,8 @@ def _in_position_order(balance_chunk: Any) -> Any:
     evaluation on fixed seeds was not repeatable. Any fixed order keeps the pick
     uniformly random; this one makes it a function of the seed."""
 
-    def balance(chunk: Any, objs: Any) -> Any:
-        return balance_chunk(chunk, sorted(objs, key=lambda obj: (int(obj.pos[0]), int(obj.pos[1]))))
+    def balance(chunk: Any, objs: Any) -> None:
+        balance_chunk(chunk, sorted(objs, key=lambda obj: (int(obj.pos[0]), int(obj.pos[1]))))
 
     return balance
 

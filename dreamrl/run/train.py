@@ -175,11 +175,10 @@ class Trainer:
         maker: EnvMaker,
         out: TextIO,
         progress: bool,
-        interrupt: StopRequest | None = None,
+        interrupt: StopRequest,
     ):
         self.config, self.run_dir, self.pool, self.maker, self.out = config, run_dir, pool, maker, out
-        # Checked between env steps: a stop signal becomes KeyboardInterrupt there.
-        self.interrupt = interrupt if interrupt is not None else StopRequest()
+        self.interrupt = interrupt  # checked between steps: a stop signal becomes KeyboardInterrupt there
         run = config.run
         self.agent = Agent(
             config,
