@@ -83,6 +83,7 @@ class Agent:
         for module in self.wm.modules():
             if isinstance(module, ChannelNormSiLU):
                 module.fused = config.run.compile
+        self.wm.rssm.fused = config.run.compile
         self.wm.codec_chunk = config.run.codec_chunk
         if config.run.precision == "bfloat16" and not bfloat16_is_native(self.device):
             warnings.warn(

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from dreamrl.config import RSSMConfig
 from dreamrl.nets import distributions as D
+from dreamrl.nets.compiled import Compiled
 from dreamrl.nets.layers import BlockLinear, BlockRMSNorm, Linear, NormAct, RMSNorm, mlp
 from dreamrl.precision import to_compute_dtype
 
@@ -132,6 +133,8 @@ class RSSM(nn.Module):
         self.post_norm = RMSNorm(h)
         self.post_mlp = mlp(h, cfg.obslayers - 1, h)
         self.post_out = Linear(h, self.stoch_flat, cfg.outscale)
+        # run.compile: observe and imagine run their steps torch.compile'd (filter_step).
+        self.fused = False
 
     # ------------------------------------------------------------------ pieces
 
@@ -197,6 +200,42 @@ class RSSM(nn.Module):
         """One-hot sample ``[..., C, S]`` with straight-through gradients."""
         return D.sample_onehot(logits, generator, CLASS_DIM)
 
+    def uniform(self, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """``[n, C, S]`` uniform draws: what :meth:`sample` of ``n`` states draws."""
+        return torch.rand((n, self.cfg.classes, self.cfg.stoch), device=device, generator=generator)
+
+    def filter_step(
+        self,
+        deter: torch.Tensor,
+        stoch: torch.Tensor,
+        keep: torch.Tensor,
+        action_in: torch.Tensor,
+        embed_proj: torch.Tensor,
+        deter_weight: torch.Tensor,
+        uniform: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of :meth:`observe`: ``deter [N, D]``, ``stoch [N, C, S]``, ``keep [N, 1]``
+        (0 where an episode starts), embedded action and projected embedding ``[N, hidden]``,
+        :meth:`posterior_deter_weight`, and the sample's draws ``uniform [N, C, S]`` ->
+        next ``deter``, ``stoch`` and the posterior's log-probs ``[N, C, S]``.
+
+        Pure (the random draw is an input), so that ``run.compile`` can compile it whole:
+        its forward and backward each become a few fused kernels instead of some hundred
+        small ones, which is what a small model's step is made of on a CPU.
+        """
+        deter = self.core(deter * keep, stoch * keep[..., None], action_in)
+        logit = self.posterior_logits(deter, embed_proj, deter_weight)
+        return deter, D.gumbel_onehot(logit, uniform, CLASS_DIM), logit
+
+    def prior_step(
+        self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor, uniform: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of :meth:`img_step`: ``deter [N, D]``, ``stoch [N, C, S]``, ``action
+        [N, A]`` and the sample's draws ``uniform [N, C, S]`` -> next ``deter``, ``stoch``.
+        Pure, like :meth:`filter_step`."""
+        deter = self.core(deter, stoch, self.embed_action(action))
+        return deter, D.gumbel_onehot(self.prior_logits(deter), uniform, CLASS_DIM)
+
     # ------------------------------------------------------------------ rollouts
 
     def observe(
@@ -216,13 +255,14 @@ class RSSM(nn.Module):
         action_in = self.embed_action(prev_action)  # [B, T, hidden], whole sequence at once
         embed_proj = self.project_embed(embed)  # [B, T, hidden]
         deter_weight = self.posterior_deter_weight()
+        filter_step = _compiled_filter_step if self.fused else RSSM.filter_step
         deter, stoch = start
         deters, stochs, logits = [], [], []
         for t in range(T):
-            k = keep[:, t, None]
-            deter = self.core(deter * k, stoch * k[..., None], action_in[:, t])
-            logit = self.posterior_logits(deter, embed_proj[:, t], deter_weight)
-            stoch = self.sample(logit, generator)
+            uniform = self.uniform(deter.shape[0], deter.device, generator)
+            deter, stoch, logit = filter_step(
+                self, deter, stoch, keep[:, t, None], action_in[:, t], embed_proj[:, t], deter_weight, uniform
+            )
             deters.append(deter)
             stochs.append(stoch)
             logits.append(logit)
@@ -257,8 +297,9 @@ class RSSM(nn.Module):
         self, state: Latent, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> Latent:
         """One imagined step from ``state [N, ...]`` under ``action [N, A]``."""
-        deter = self.core(state.deter, state.stoch, self.embed_action(action))
-        stoch = self.sample(self.prior_logits(deter), generator)
+        uniform = self.uniform(action.shape[0], action.device, generator)
+        prior_step = _compiled_prior_step if self.fused else RSSM.prior_step
+        deter, stoch = prior_step(self, state.deter, state.stoch, action, uniform)
         return Latent(deter, stoch)
 
     def imagine(
@@ -306,3 +347,8 @@ class RSSM(nn.Module):
             feat[:, t + 1, d:] = state.stoch.flatten(-2)
             actions.append(action)
         return feat, torch.stack(actions, 1)
+
+
+# Shared by every RSSM: a compiled graph takes the model's parameters as inputs.
+_compiled_filter_step = Compiled(RSSM.filter_step, "the RSSM's steps")
+_compiled_prior_step = Compiled(RSSM.prior_step, "the RSSM's steps")

@@ -1,9 +1,7 @@
-"""The norm + SiLU units: the CNN's, eager and compiled (`run.compile`), and its fallback;
-the MLPs', whose backward pass keeps only the input."""
+"""The norm + SiLU units: the CNN's, eager and compiled (`run.compile`; its fallback is
+tested in test_compiled.py); the MLPs', whose backward pass keeps only the input."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from torch.nn import functional as F
 from dreamrl.agent import Agent
 from dreamrl.config import build_config
 from dreamrl.envs.spaces import Space
-from dreamrl.nets import layers
 from dreamrl.nets.layers import (
     ChannelNormSiLU,
     NormAct,
@@ -46,29 +43,6 @@ def test_compiled_matches_eager_values_and_gradients():
         outs.append((y.detach(), xi.grad, si.grad))
     for eager, fused in zip(*outs):
         torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
-
-
-def test_a_failing_compiler_falls_back_to_eager_once(monkeypatch):
-    calls = []
-
-    def broken_compile(fn, **options):
-        def run(*args):
-            calls.append(1)
-            raise RuntimeError("no C++ compiler")
-
-        return run
-
-    monkeypatch.setattr(layers, "_compiled_norm_silu", None)
-    monkeypatch.setattr(layers, "_compile_failed", False)
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    x, scale = torch.randn(2, 4, 3, 3), torch.ones(4)
-    with pytest.warns(UserWarning, match="running the norms eager"):
-        y = fused_channel_rms_norm_silu(x, scale, 1e-4)
-    torch.testing.assert_close(y, channel_rms_norm_silu(x, scale, 1e-4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # said once only
-        fused_channel_rms_norm_silu(x, scale, 1e-4)
-    assert len(calls) == 1  # not retried
 
 
 @pytest.mark.parametrize("compile_", [True, False])

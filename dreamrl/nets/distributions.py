@@ -153,6 +153,12 @@ def sample_onehot(
     Forward value is the one-hot sample; the gradient is that of ``softmax(logits)``.
     """
     uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
+    return gumbel_onehot(logits, uniform, dim)
+
+
+def gumbel_onehot(logits: torch.Tensor, uniform: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """:func:`sample_onehot` given its uniform draws ``uniform`` (``logits``' shape): a pure
+    function, which torch.compile can take whole (the draw itself stays outside)."""
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
     return straight_through(onehot_argmax(logits.detach() + gumbel, dim), logits, dim)
 

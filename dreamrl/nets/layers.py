@@ -8,13 +8,13 @@ zero-initialised output layers of the reward and critic heads).
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from dreamrl.nets.compiled import Compiled
 
 TRUNC_STD_CORRECTION = 1.1368  # std of N(0,1) truncated to [-2, 2] is 1/1.1368
 
@@ -64,28 +64,9 @@ def channel_rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> t
     return F.silu(x32 * inv * scale[:, None, None]).to(x.dtype)
 
 
-_compiled_norm_silu: Callable[..., torch.Tensor] | None = None
-_compile_failed = False
-
-
-def fused_channel_rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`channel_rms_norm_silu` compiled by torch.compile into one kernel forward and
-    one backward, instead of some ten passes over the maps each way; compiled at the first
-    call. Where compiling fails (no C++ compiler on a CPU, say) it warns once and runs eager."""
-    global _compiled_norm_silu, _compile_failed
-    if _compile_failed:
-        return channel_rms_norm_silu(x, scale, eps)
-    if _compiled_norm_silu is None:
-        # Sizes symbolic from the start: the CNN's layer shapes times the training, acting and
-        # evaluation batch sizes exceed torch.compile's 8 graphs per function otherwise (it
-        # warned at a run's first evaluation), and the symbolic kernel ran as fast.
-        _compiled_norm_silu = torch.compile(channel_rms_norm_silu, dynamic=True)
-    try:
-        return _compiled_norm_silu(x, scale, eps)
-    except Exception as error:  # a failing compiler, not a failing model: eager gives the same numbers
-        _compile_failed = True
-        warnings.warn(f"run.compile: torch.compile failed ({error!r}); running the norms eager", stacklevel=2)
-        return channel_rms_norm_silu(x, scale, eps)
+# Compiled at its first call into one kernel forward and one backward, instead of some
+# ten passes over the maps each way (``run.compile``; see dreamrl.nets.compiled).
+fused_channel_rms_norm_silu = Compiled(channel_rms_norm_silu, "the CNN's norms")
 
 
 class ChannelNormSiLU(nn.Module):

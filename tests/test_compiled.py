@@ -1,0 +1,106 @@
+"""``run.compile``'s machinery: the eager fallback of a failing compiler, and the RSSM's
+compiled steps, which must give the eager steps' numbers, draws and gradients."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dreamrl.agent import Agent
+from dreamrl.config import RSSMConfig, build_config
+from dreamrl.envs.spaces import Space
+from dreamrl.nets import distributions as D
+from dreamrl.nets.compiled import Compiled
+from dreamrl.rssm import CLASS_DIM, RSSM
+
+CFG = RSSMConfig(deter=32, hidden=16, stoch=4, classes=3, blocks=4)
+EMBED, ACT = 10, 2
+
+
+def test_a_failing_compiler_falls_back_to_eager_once(monkeypatch):
+    calls = []
+
+    def broken_compile(fn, **options):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    double = Compiled(lambda x: 2 * x, "the doubling")
+    x = torch.arange(3.0)
+    with pytest.warns(UserWarning, match="running the doubling eager"):
+        y = double(x)
+    torch.testing.assert_close(y, 2 * x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once only
+        torch.testing.assert_close(double(x), 2 * x)
+    assert len(calls) == 1 and double.failed  # not retried
+
+
+def test_the_step_draws_what_sample_draws():
+    """The steps take their uniform draws as an input; drawn by ``RSSM.uniform`` from a
+    generator they give the sample ``RSSM.sample`` gives from the same generator state, so
+    a seed gives the same run with or without ``run.compile``."""
+    torch.manual_seed(0)
+    rssm = RSSM(CFG, EMBED, ACT)
+    logits = torch.log_softmax(torch.randn(5, CFG.classes, CFG.stoch), CLASS_DIM)
+    drawn = rssm.sample(logits, torch.Generator().manual_seed(3))
+    uniform = rssm.uniform(5, logits.device, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(D.gumbel_onehot(logits, uniform, CLASS_DIM), drawn)
+    assert drawn.sum() == 5 * CFG.stoch  # one class per latent, so a real draw was compared
+
+
+def _observe_and_imagine(rssm: RSSM, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    embed = torch.randn(batch, 6, EMBED, generator=gen)
+    action = torch.randn(batch, 6, ACT, generator=gen).clamp(-1, 1)
+    is_first = torch.zeros(batch, 6, dtype=torch.bool)
+    is_first[:, 0] = True
+    is_first[0, 3] = True  # a reset inside the sequence
+    out = rssm.observe(rssm.initial(batch, "cpu"), embed, action, is_first, gen)
+    weights = torch.linspace(-1, 1, out.posterior.deter.numel()).view_as(out.posterior.deter)
+    loss = (out.posterior.deter * weights).sum() + out.post_logits.exp().square().sum()
+    grads = torch.autograd.grad(loss, [p for p in rssm.parameters() if p.requires_grad], allow_unused=True)
+    with torch.no_grad():
+        imagined, _ = rssm.imagine(out.last, action[:, :4], 4, gen)
+    return (
+        out.posterior.deter.detach(),
+        out.posterior.stoch.detach(),
+        out.post_logits.detach(),
+        imagined.deter,
+        imagined.stoch,
+        *(g for g in grads if g is not None),
+    )
+
+
+def test_compiled_steps_give_the_eager_numbers_and_gradients():
+    """With ``fused`` the filter and prior steps run torch.compile'd: same states, samples
+    and log-probs (from the same generator), and the same parameter gradients, at two
+    batch sizes (the training and the acting/evaluation ones)."""
+    torch.manual_seed(0)
+    rssm = RSSM(CFG, EMBED, ACT)
+    for batch in (3, 5):
+        eager = _observe_and_imagine(rssm, batch, seed=batch)
+        rssm.fused = True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = _observe_and_imagine(rssm, batch, seed=batch)
+        assert not [w for w in caught if "run.compile" in str(w.message)]  # no fallback to eager
+        rssm.fused = False
+        assert len(eager) == len(compiled) > 5  # gradients reached parameters
+        for a, b in zip(eager, compiled):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        assert np.isclose(float(eager[1].sum()), batch * 6 * CFG.stoch)  # one-hot samples
+
+
+@pytest.mark.parametrize("compile_", [True, False])
+def test_run_compile_switches_the_rssm_steps(compile_):
+    obs = {"vector": Space("float32", (4,))}
+    act = Space("int32", (), 2)
+    agent = Agent(build_config(["debug"], {"task": "test", "run.compile": compile_}), obs, act)
+    assert agent.wm.rssm.fused is compile_
