@@ -16,6 +16,8 @@ from dreamrl.nets import distributions as D
 from dreamrl.nets.compiled import Compiled
 from dreamrl.rssm import CLASS_DIM, RSSM
 
+from fixtures.autograd import saved_for_backward, storage_bytes
+
 CFG = RSSMConfig(deter=32, hidden=16, stoch=4, classes=3, blocks=4)
 EMBED, ACT = 10, 2
 
@@ -104,3 +106,28 @@ def test_run_compile_switches_the_rssm_steps(compile_):
     act = Space("int32", (), 2)
     agent = Agent(build_config(["debug"], {"task": "test", "run.compile": compile_}), obs, act)
     assert agent.wm.rssm.fused is compile_
+
+
+def test_compiled_observe_keeps_no_weight_copy_per_step_in_bfloat16():
+    """Under autocast a compiled step would cast the weights inside its graph at every call
+    and keep each bfloat16 copy for the backward pass (eager autocast caches one). The
+    compiled steps take them cast once per rollout: what the backward pass keeps stays
+    about what eager keeps, not one set of weight copies per step more."""
+    torch.manual_seed(0)
+    cfg = RSSMConfig(deter=256, hidden=32, stoch=4, classes=3, blocks=4)
+    rssm = RSSM(cfg, EMBED, ACT)
+    weight_bytes = sum(p.numel() * 2 for p in rssm.parameters() if p.ndim >= 2)  # bfloat16
+    batch, steps = 2, 12
+    embed = torch.randn(batch, steps, EMBED)
+    action = torch.randn(batch, steps, ACT).clamp(-1, 1)
+    is_first = torch.zeros(batch, steps, dtype=torch.bool)
+    kept = {}
+    for fused in (False, True):
+        rssm.fused = fused
+        with torch.autocast("cpu", torch.bfloat16), saved_for_backward() as saved:
+            out = rssm.observe(rssm.initial(batch, "cpu"), embed, action, is_first, torch.Generator())
+        kept[fused] = storage_bytes(saved)
+        out.posterior.deter.float().sum().backward()  # the kept tensors serve a real backward pass
+    # Eager keeps about one set of weight copies in all; one per step would be 12 sets.
+    assert kept[False] < 3 * weight_bytes
+    assert kept[True] < kept[False] + 2 * weight_bytes, (kept, weight_bytes)
