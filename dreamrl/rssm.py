@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -135,7 +135,7 @@ class RSSM(nn.Module):
         self.post_norm = RMSNorm(h)
         self.post_mlp = mlp(h, cfg.obslayers - 1, h)
         self.post_out = Linear(h, self.stoch_flat, cfg.outscale)
-        # run.compile: observe and imagine run their steps torch.compile'd (filter_step).
+        # run.compile: observe and imagine run their steps torch.compile'd (step_runner).
         self.fused = False
 
     # ------------------------------------------------------------------ pieces
@@ -238,7 +238,7 @@ class RSSM(nn.Module):
         deter = self.core(deter, stoch, self.embed_action(action))
         return deter, D.gumbel_onehot(self.prior_logits(deter), uniform, CLASS_DIM)
 
-    def step_runner(self, method: str) -> Callable[..., StepOut]:
+    def step_runner(self, method: Literal["filter_step", "prior_step"]) -> Callable[..., StepOut]:
         """``self.filter_step`` or ``self.prior_step`` (``method``) as a rollout runs it:
         the bound method, or with ``run.compile`` (``fused``) the compiled step.
 
