@@ -317,7 +317,7 @@ class RSSM(nn.Module):
     ) -> Latent:
         """One imagined step from ``state [N, ...]`` under ``action [N, A]``."""
         uniform = self.uniform(action.shape[0], action.device, generator)
-        deter, stoch = self.step_runner("prior_step")(state.deter, state.stoch, action, uniform)
+        deter, stoch = self.step_runner("prior_step")(*_dense(state.deter, state.stoch, action), uniform)
         return Latent(deter, stoch)
 
     def imagine(
@@ -362,11 +362,18 @@ class RSSM(nn.Module):
         for t in range(horizon):
             action = policy(state) if callable(policy) else policy[:, t]
             uniform = self.uniform(n, action.device, generator)
-            state = Latent(*prior_step(state.deter, state.stoch, action, uniform))
+            state = Latent(*prior_step(*_dense(state.deter, state.stoch, action), uniform))
             feat[:, t + 1, :d] = state.deter
             feat[:, t + 1, d:] = state.stoch.flatten(-2)
             actions.append(action)
         return feat, torch.stack(actions, 1)
+
+
+def _dense(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors laid out contiguously (copied only where they are not). A compiled step
+    is specialised on its inputs' layout: the states and given actions of a diagnostic
+    rollout, slices of larger tensors, each cost a compile of their own without this."""
+    return tuple(t.contiguous() for t in tensors)
 
 
 class _StepCall(nn.Module):

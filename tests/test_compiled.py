@@ -14,7 +14,7 @@ from dreamrl.config import RSSMConfig, build_config
 from dreamrl.envs.spaces import Space
 from dreamrl.nets import distributions as D
 from dreamrl.nets.compiled import Compiled
-from dreamrl.rssm import CLASS_DIM, RSSM
+from dreamrl.rssm import CLASS_DIM, RSSM, Latent
 
 from fixtures.autograd import saved_for_backward, storage_bytes
 
@@ -131,3 +131,23 @@ def test_compiled_observe_keeps_no_weight_copy_per_step_in_bfloat16():
     # Eager keeps about one set of weight copies in all; one per step would be 12 sets.
     assert kept[False] < 3 * weight_bytes
     assert kept[True] < kept[False] + 2 * weight_bytes, (kept, weight_bytes)
+
+
+def test_imagining_from_slices_reuses_the_compiled_prior_step():
+    """Training imagines from contiguous states under the actor's actions; diagnostics
+    from slices of longer rollouts under given actions. Both run the one compiled graph
+    (a graph per input layout would soon reach torch.compile's 8 per function)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    rssm = RSSM(CFG, EMBED, ACT)
+    rssm.fused = True
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        start = rssm.initial(6, "cpu")
+        rssm.imagine(start, lambda state: torch.tanh(state.deter[:, :ACT]), 3, torch.Generator())
+        long, _ = rssm.imagine(start, torch.rand(6, 5, ACT), 5, torch.Generator())
+        sliced = Latent(long.deter[:, 2], long.stoch[:, 2])  # rows far apart in memory
+        rssm.imagine(sliced, torch.rand(6, 9, ACT)[:, ::3], 3, torch.Generator())
+    assert counters["stats"]["unique_graphs"] - graphs == 1
