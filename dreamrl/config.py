@@ -279,8 +279,8 @@ class RunConfig:
         True,
         "Compile with torch.compile the norm and activation around each CNN layer and the RSSM's "
         "filter and prior steps (on a CPU it builds C++: needs g++). The norms made train steps "
-        "from pixels 1.2x faster at size12m, 1.07x at size1m; the RSSM steps 1.08x more at "
-        "size1m from pixels, 1.13x on vectors, and nothing at size12m (docs/performance.md). The "
+        "from pixels 1.2x faster at size12m, 1.07x at size1m; the RSSM steps 1.07x more at "
+        "size1m from pixels, 1.2x on vectors, and nothing at size12m (docs/performance.md). The "
         "first steps pay a compile of seconds to a minute; falls back to eager, with a warning, "
         "where compiling fails.",
     )

@@ -232,7 +232,7 @@ class RSSM(nn.Module):
     def prior_step(
         self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor, uniform: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of :meth:`img_step`: ``deter [N, D]``, ``stoch [N, C, S]``, ``action
+        """One imagined step (:meth:`imagine`): ``deter [N, D]``, ``stoch [N, C, S]``, ``action
         [N, A]`` and the sample's draws ``uniform [N, C, S]`` -> next ``deter``, ``stoch``.
         Pure, like :meth:`filter_step`."""
         deter = self.core(deter, stoch, self.embed_action(action))
@@ -312,14 +312,6 @@ class RSSM(nn.Module):
         stoch = self.sample(logit, generator) if sample else D.mode_onehot(logit, CLASS_DIM)
         return Latent(deter, stoch)
 
-    def img_step(
-        self, state: Latent, action: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Latent:
-        """One imagined step from ``state [N, ...]`` under ``action [N, A]``."""
-        uniform = self.uniform(action.shape[0], action.device, generator)
-        deter, stoch = self.step_runner("prior_step")(*_dense(state.deter, state.stoch, action), uniform)
-        return Latent(deter, stoch)
-
     def imagine(
         self,
         start: Latent,
@@ -385,21 +377,17 @@ class _StepCall(nn.Module):
         self.rssm = rssm
         self.method = method
 
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *args: torch.Tensor) -> StepOut:
         return getattr(self.rssm, self.method)(*args)  # type: ignore[no-any-return]
 
 
 # Two functions, not one: torch.compile keeps its graphs (at most 8) per function, and each
 # step needs a few (gradient on or off, a first step whose state needs no gradient).
-def _filter_step_with(
-    call: _StepCall, weights: dict[str, torch.Tensor], *args: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def _filter_step_with(call: _StepCall, weights: dict[str, torch.Tensor], *args: torch.Tensor) -> StepOut:
     return torch.func.functional_call(call, weights, args)  # type: ignore[no-any-return]
 
 
-def _prior_step_with(
-    call: _StepCall, weights: dict[str, torch.Tensor], *args: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def _prior_step_with(call: _StepCall, weights: dict[str, torch.Tensor], *args: torch.Tensor) -> StepOut:
     return torch.func.functional_call(call, weights, args)  # type: ignore[no-any-return]
 
 
