@@ -28,7 +28,8 @@ from dreamrl.config import build_config, parse_overrides
 from dreamrl.envs import make_env
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.bench import PHASES, random_batch
-from dreamrl.run.train import replay_spaces, resident_mb
+from dreamrl.run.train import resident_mb
+from dreamrl.spaces import replay_spaces
 
 # The columns of torch's memory timeline export (torch.profiler._memory_profiler): an unused
 # first one, then its categories in order, the last for tensors it could not place.

@@ -115,7 +115,7 @@ def _auto_size(presets: Sequence[str], device: str) -> list[str]:
     sizes_set = any(p in SIZE_NAMES or "agent.dyn.rssm.deter" in PRESETS[p] for p in presets if p in PRESETS)
     if sizes_set:
         return list(presets)
-    from dreamrl.agent import resolve_device
+    from dreamrl.agents.dreamer import resolve_device
 
     size = "size200m" if resolve_device(device).type == "cuda" else "size1m"
     return [size, *presets]
@@ -171,7 +171,7 @@ def _set_threads(config: Config) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import functools
 
-    from dreamrl.agent import Agent
+    from dreamrl.agents.dreamer import Agent
     from dreamrl.envs import TEST_STREAM, env_seed, make_env
     from dreamrl.run import aggregate
     from dreamrl.run.checkpoint import find_agent_dir, load_loop_state

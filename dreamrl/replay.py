@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamrl.envs.spaces import Space
+from dreamrl.spaces import Space
 
 CHUNK_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)\.npz$")
 

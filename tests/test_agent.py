@@ -9,8 +9,7 @@ import torch
 
 from dreamrl.agent import Agent
 from dreamrl.config import build_config
-from dreamrl.envs.spaces import Space
-from dreamrl.run.train import replay_spaces
+from dreamrl.spaces import Space, replay_spaces
 
 VECTOR = {"vector": Space("float32", (4,))}
 IMAGE = {"image": Space("uint8", (64, 64, 3)), "vector": Space("float32", (3,))}

@@ -13,7 +13,7 @@ import pytest
 from dreamrl.config import build_config
 from dreamrl.envs import make_env
 from dreamrl.envs.check import check_env, contract_errors
-from dreamrl.envs.spaces import Space
+from dreamrl.spaces import Space
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import torch
 
 from dreamrl.agent import Agent
 from dreamrl.config import ConfigError, build_config
-from dreamrl.envs.spaces import Space
-from dreamrl.world_model import in_chunks
+from dreamrl.spaces import Space
+from dreamrl.world_models.rssm import in_chunks
 
 from fixtures.autograd import saved_for_backward, storage_bytes
 

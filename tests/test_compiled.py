@@ -11,10 +11,10 @@ import torch
 
 from dreamrl.agent import Agent
 from dreamrl.config import RSSMConfig, build_config
-from dreamrl.envs.spaces import Space
 from dreamrl.nets import distributions as D
 from dreamrl.nets.compiled import Compiled
-from dreamrl.rssm import CLASS_DIM, RSSM, Latent
+from dreamrl.nets.rssm import CLASS_DIM, RSSM, Latent
+from dreamrl.spaces import Space
 
 from fixtures.autograd import saved_for_backward, storage_bytes
 

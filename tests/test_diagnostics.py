@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from dreamrl.diagnostics import diagnose, rollout, run_diagnostics, summarize, whatif, whatif_picture
-from dreamrl.rssm import Latent
-from dreamrl.world_model import Batch
+from dreamrl.nets.rssm import Latent
+from dreamrl.world_models.base import Batch
 
 C, S, A = 32, 4, 2  # classes, latent variables, actions
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 from dreamrl.agent import Agent
 from dreamrl.config import build_config
-from dreamrl.envs.spaces import Space
 from dreamrl.nets.layers import (
     ChannelNormSiLU,
     NormAct,
@@ -18,6 +17,7 @@ from dreamrl.nets.layers import (
     fused_channel_rms_norm_silu,
     rms_norm_silu,
 )
+from dreamrl.spaces import Space
 
 from fixtures.autograd import saved_for_backward, storage_bytes
 

@@ -14,11 +14,11 @@ import torch
 
 from dreamrl.config import Config, ConfigError, build_config
 from dreamrl.envs.gym_adapter import GymEnv
-from dreamrl.envs.spaces import Space
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.errors import RunError
 from dreamrl.run.train import train
+from dreamrl.spaces import Space
 
 
 class Spiky(gymnasium.Env):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamrl.behavior import ReturnNormalizer, lambda_return
+from dreamrl.behaviors.actor_critic import ReturnNormalizer, lambda_return
 from dreamrl.config import RetNormConfig
+from dreamrl.nets.rssm import kl_losses
 from dreamrl.optim import LaProp
-from dreamrl.rssm import kl_losses
 
 
 def softmax_list(logits: list[float]) -> list[float]:

@@ -12,10 +12,10 @@ import torch
 
 from dreamrl.agent import Agent
 from dreamrl.config import ConfigError, build_config
-from dreamrl.envs.spaces import Space
 from dreamrl.nets.layers import BlockRMSNorm, RMSNorm, channel_rms_norm_silu
 from dreamrl.precision import autocast
-from dreamrl.world_model import previous_actions
+from dreamrl.spaces import Space
+from dreamrl.world_models.rssm import previous_actions
 
 from fixtures.autograd import saved_for_backward
 

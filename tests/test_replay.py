@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamrl.envs.spaces import Space
 from dreamrl.replay import Replay
+from dreamrl.spaces import Space
 
 SPACES = {
     "vector": Space("float32", (3,)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dreamrl.config import RSSMConfig
-from dreamrl.rssm import RSSM, GRUInput, Latent
+from dreamrl.nets.rssm import RSSM, GRUInput, Latent
 
 CFG = RSSMConfig(deter=32, hidden=16, stoch=4, classes=3, blocks=4)
 EMBED, ACT = 10, 2

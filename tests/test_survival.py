@@ -264,8 +264,8 @@ def test_resume_with_another_env_is_refused_before_writing(uninterrupted, tmp_pa
 
 def test_env_whose_spaces_changed_is_refused_naming_fields(uninterrupted, tmp_path):
     from dreamrl.config import ConfigError
-    from dreamrl.envs.spaces import Space
     from dreamrl.run.resume import check_spaces
+    from dreamrl.spaces import Space
 
     ckpt = list_checkpoints(uninterrupted)[-1][1]
     with pytest.raises(ConfigError) as info:

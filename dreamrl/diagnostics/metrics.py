@@ -28,8 +28,8 @@ import torch
 
 from dreamrl.diagnostics.rollout import Rollout
 from dreamrl.nets.distributions import categorical_kl, symlog
-from dreamrl.rssm import CLASS_DIM
-from dreamrl.world_model import Batch
+from dreamrl.nets.rssm import CLASS_DIM
+from dreamrl.world_models.base import Batch
 
 
 def _per_horizon(error: torch.Tensor) -> list[float]:

@@ -19,8 +19,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dreamrl.rssm import Latent
-from dreamrl.world_model import Batch
+from dreamrl.nets.rssm import Latent
+from dreamrl.world_models.base import Batch
 
 Actions = torch.Tensor | Callable[[Latent], torch.Tensor]
 
@@ -112,7 +112,7 @@ def rollout(
 
 
 class WorldModelView:
-    """:class:`ModelView` of an :class:`~dreamrl.agent.Agent`'s world model."""
+    """:class:`ModelView` of an :class:`~dreamrl.agents.dreamer.Agent`'s world model."""
 
     def __init__(self, agent: object):
         self.agent = agent
@@ -123,7 +123,7 @@ class WorldModelView:
         )
 
     def observe(self, batch: Batch, generator: torch.Generator) -> tuple[Latent, torch.Tensor]:
-        from dreamrl.world_model import previous_actions
+        from dreamrl.world_models.rssm import previous_actions
 
         B = batch.is_first.shape[0]
         with self.precision():

@@ -12,7 +12,7 @@ from dreamrl.config import Config, ConfigError
 from dreamrl.envs.base import Env
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.envs.gym_adapter import GymEnv
-from dreamrl.envs.spaces import STEP_KEYS, Space
+from dreamrl.spaces import STEP_KEYS, Space
 
 SUITES = ("dmc", "atari", "crafter")
 

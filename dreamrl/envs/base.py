@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.envs.spaces import Space
+from dreamrl.spaces import Space
 
 Step = dict[str, np.ndarray]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from dreamrl.config import Config
 from dreamrl.envs.base import Env, Step
-from dreamrl.envs.spaces import STEP_KEYS, Space
+from dreamrl.spaces import STEP_KEYS, Space
 
 STEP_DTYPES = {"reward": "float32", "is_first": "bool", "is_last": "bool", "is_terminal": "bool"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamrl.envs.spaces import Space
+from dreamrl.spaces import Space
 
 
 def resize_image(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 from dreamrl.config import ConfigError
 from dreamrl.envs.base import Env, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.envs.spaces import Space
+from dreamrl.spaces import Space
 
 EnvFactory = Callable[[], Env]
 

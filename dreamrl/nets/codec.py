@@ -18,9 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamrl.config import DecoderConfig, EncoderConfig
-from dreamrl.envs.spaces import Space
 from dreamrl.nets.distributions import symlog
 from dreamrl.nets.layers import BlockLinear, ChannelNormSiLU, Conv2d, Linear, RMSNorm, mlp
+from dreamrl.spaces import Space
 
 CHANNELS_LAST = torch.channels_last
 

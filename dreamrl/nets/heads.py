@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from dreamrl.config import ConHeadConfig, PolicyConfig, RewHeadConfig, ValueConfig
-from dreamrl.envs.spaces import Space, action_width
 from dreamrl.nets import distributions as D
 from dreamrl.nets.layers import Linear, mlp, mlp_width
+from dreamrl.spaces import Space, action_width
 
 
 class TwoHotHead(nn.Module):

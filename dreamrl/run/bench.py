@@ -170,11 +170,12 @@ def bench(
     with ``profile=N`` also where a step's time goes (``profile_step``, N operators)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dreamrl.agent import Agent
+    from dreamrl.agents.dreamer import Agent
     from dreamrl.envs import make_env
     from dreamrl.precision import COMPUTE_DTYPES
     from dreamrl.replay import Replay, step_bytes
-    from dreamrl.run.train import replay_spaces, resident_mb
+    from dreamrl.run.train import resident_mb
+    from dreamrl.spaces import replay_spaces
 
     rng = np.random.default_rng(0)
     env = make_env(config, 0)

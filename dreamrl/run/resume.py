@@ -24,8 +24,8 @@ import numpy as np
 
 from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
-from dreamrl.envs.spaces import Space
 from dreamrl.replay import Replay
+from dreamrl.spaces import Space
 
 CONFIG_FILE = "config.json"
 

@@ -31,14 +31,13 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from dreamrl.agent import Agent, PolicyState
+from dreamrl.agents.dreamer import Agent, PolicyState
 from dreamrl.config import Config, to_dict
 from dreamrl.envs import TRAIN_STREAM, episode_seed, make_env
 from dreamrl.envs.base import Env
 from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
-from dreamrl.envs.spaces import STEP_KEYS, Space
+from dreamrl.nets.rssm import Latent
 from dreamrl.replay import Replay, check_capacity
-from dreamrl.rssm import Latent
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
 from dreamrl.run.checkpoint import (
@@ -54,6 +53,7 @@ from dreamrl.run.evaluate import eval_seeds, evaluate
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
 from dreamrl.run.progress import Progress
+from dreamrl.spaces import STEP_KEYS, replay_spaces
 
 CONFIG_FILE = resumelib.CONFIG_FILE
 # (config, seed, mode) -> env, as make_env: mode is 'train' for the envs that collect and
@@ -76,18 +76,6 @@ class LoopState:
     last_eval_return: float = float("nan")
     env_episodes: list[int] = field(default_factory=list)  # episodes started per env
     replay: dict[str, Any] = field(default_factory=dict)
-
-
-def replay_spaces(obs_space: dict[str, Space], act_space: Space) -> dict[str, Space]:
-    """Everything a replay step holds: observations, the action, reward and flags."""
-    return {
-        **obs_space,
-        "action": act_space,
-        "reward": Space("float32", ()),
-        "is_first": Space("bool", ()),
-        "is_last": Space("bool", ()),
-        "is_terminal": Space("bool", ()),
-    }
 
 
 def updates_due(state: LoopState, config: Config) -> int:

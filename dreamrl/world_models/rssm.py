@@ -1,9 +1,9 @@
-"""The world model: encoder, RSSM, decoder, reward and continue heads, and their losses."""
+"""DreamerV3's world model: encoder, RSSM, decoder, reward and continue heads, and their losses."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -11,22 +11,12 @@ from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from dreamrl.config import AgentConfig
-from dreamrl.envs.spaces import Space, action_width
 from dreamrl.nets import distributions as D
 from dreamrl.nets.codec import Decoder, Encoder
 from dreamrl.nets.heads import BinaryHead, TwoHotHead
-from dreamrl.rssm import CLASS_DIM, RSSM, Latent, Observed, kl_losses
-
-
-class Batch(NamedTuple):
-    """A training batch of replayed sequences, every tensor ``[B, T, ...]``."""
-
-    obs: dict[str, torch.Tensor]  # images uint8, vectors float32
-    action: torch.Tensor  # float [B, T, A]: one-hot or vector, taken after seeing obs t
-    reward: torch.Tensor  # float [B, T]: reward received on arriving at obs t
-    is_first: torch.Tensor  # bool [B, T]
-    is_last: torch.Tensor  # bool [B, T]
-    is_terminal: torch.Tensor  # bool [B, T]
+from dreamrl.nets.rssm import CLASS_DIM, RSSM, Latent, Observed, kl_losses
+from dreamrl.spaces import Space, action_width
+from dreamrl.world_models.base import Batch
 
 
 def previous_actions(action: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The spaces of dreamrl's env contract: what each observation key and the action hold.
+"""Ground types every layer shares: the spaces of the env contract and of a replay step.
 
 An environment speaks in step dicts: observation keys, ``reward``, ``is_first``,
 ``is_last`` and ``is_terminal``. Observation keys are either images (``uint8
@@ -47,6 +47,18 @@ class Space:
 
     def zeros(self, *lead: int) -> np.ndarray:
         return np.zeros((*lead, *self.shape), np.dtype(self.dtype))
+
+
+def replay_spaces(obs_space: dict[str, Space], act_space: Space) -> dict[str, Space]:
+    """Everything a replay step holds: observations, the action, reward and flags."""
+    return {
+        **obs_space,
+        "action": act_space,
+        "reward": Space("float32", ()),
+        "is_first": Space("bool", ()),
+        "is_last": Space("bool", ()),
+        "is_terminal": Space("bool", ()),
+    }
 
 
 def action_width(space: Space) -> int:

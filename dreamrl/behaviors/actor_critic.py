@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from dreamrl.config import AgentConfig, RetNormConfig
-from dreamrl.envs.spaces import Space
 from dreamrl.nets.heads import ActionDist, PolicyHead, TwoHotHead
+from dreamrl.spaces import Space
 
 
 def lambda_return(

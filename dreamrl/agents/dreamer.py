@@ -1,0 +1,427 @@
+"""The DreamerV3 agent: acts with an explicit recurrent state, trains on replayed batches.
+
+The agent owns its networks, optimiser and random generators, and nothing else: no env,
+no logger, no step counter. A run loop hands it batches and observations.
+
+Python use, without the CLI::
+
+    agent = Agent.load("runs/cartpole")          # a run dir or a checkpoint dir
+    obs, _ = env.reset(seed=123)
+    action, state = agent.act(obs)               # state=None starts an episode
+    obs, reward, terminated, truncated, _ = env.step(action)
+    action, state = agent.act(obs, state)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.profiler import record_function
+
+from dreamrl import __version__
+from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, imag_loss, repl_loss
+from dreamrl.config import Config, from_dict, to_dict
+from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.nets.layers import ChannelNormSiLU
+from dreamrl.nets.rssm import Latent
+from dreamrl.optim import LaProp
+from dreamrl.precision import autocast as precision_autocast
+from dreamrl.precision import bfloat16_is_native, compute_dtype, to_compute_dtype
+from dreamrl.spaces import STEP_KEYS, Space, action_width
+from dreamrl.world_models.base import Batch
+from dreamrl.world_models.rssm import WorldModel
+
+AGENT_FORMAT = 1
+WEIGHTS_FILE = "agent.safetensors"
+META_FILE = "agent.json"
+
+
+class PolicyState(NamedTuple):
+    """Recurrent state carried between :meth:`Agent.policy` calls, ``[N, ...]``."""
+
+    latent: Latent
+    action: torch.Tensor  # previous action, model format [N, A]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> cuda when available, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Agent:
+    """World model plus actor-critic, trained together by one LaProp optimiser."""
+
+    def __init__(
+        self,
+        config: Config,
+        obs_space: Mapping[str, Space],
+        act_space: Space,
+        device: str | torch.device | None = None,
+        obs_converter: ObsConverter | None = None,
+        act_converter: ActionConverter | None = None,
+    ):
+        self.config = config
+        self.obs_space = dict(obs_space)
+        self.act_space = act_space
+        self.device = resolve_device(config.device) if device is None else torch.device(device)
+        self.obs_converter = obs_converter
+        self.act_converter = act_converter
+        cfg = config.agent
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.wm = WorldModel(obs_space, act_space, cfg).to(self.device)
+            self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg).to(self.device)
+        for module in self.wm.modules():
+            if isinstance(module, ChannelNormSiLU):
+                module.fused = config.run.compile
+        self.wm.rssm.fused = config.run.compile
+        self.wm.codec_chunk = config.run.codec_chunk
+        if config.run.precision == "bfloat16" and not bfloat16_is_native(self.device):
+            warnings.warn(
+                f"run.precision=bfloat16 on a {self.device.type} without bfloat16 units: it is emulated "
+                "there and slower than float32",
+                stacklevel=2,
+            )
+        params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
+        opt = cfg.opt
+        gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm
+        self.opt = LaProp(
+            params,
+            agc_groups=[[gru_in.deter_part.weight, gru_in.input_part.weight]],
+            lr=opt.lr,
+            beta1=opt.beta1,
+            beta2=opt.beta2,
+            eps=opt.eps,
+            agc=opt.agc,
+            warmup=opt.warmup,
+        )
+        self.train_gen = torch.Generator(self.device).manual_seed(config.seed * 2 + 1)
+        self.act_gen = torch.Generator(self.device).manual_seed(config.seed * 2 + 2)
+        self.updates = 0
+        self.skipped_updates = 0
+        scales = cfg.loss_scales
+        self.scales = {
+            **{k: scales.rec for k in self.obs_space},
+            "rew": scales.rew,
+            "con": scales.con,
+            "dyn": scales.dyn,
+            "rep": scales.rep,
+            "policy": scales.policy,
+            "value": scales.value,
+        }
+        if cfg.repval_loss:
+            self.scales["repval"] = scales.repval
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"wm": self.wm, "ac": self.ac}
+
+    def param_count(self) -> int:
+        """Trainable parameters (the slow critic excluded)."""
+        return sum(p.numel() for m in self.modules.values() for p in m.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ training
+
+    def to_batch(self, data: Mapping[str, np.ndarray]) -> Batch:
+        """Replay output ``{key: [B, T, ...]}`` to tensors on the agent's device."""
+        dev = self.device
+        obs = {k: torch.as_tensor(data[k], device=dev) for k in self.obs_space}
+        action = torch.as_tensor(data["action"], device=dev)
+        if self.act_space.discrete:
+            action = torch.nn.functional.one_hot(action.long(), self.act_space.classes).float()
+        else:
+            action = action.float()
+        flags = {k: torch.as_tensor(data[k], device=dev) for k in STEP_KEYS}
+        return Batch(
+            obs=obs,
+            action=action,
+            reward=flags["reward"].float(),
+            is_first=flags["is_first"].bool(),
+            is_last=flags["is_last"].bool(),
+            is_terminal=flags["is_terminal"].bool(),
+        )
+
+    def losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Every loss term, unscaled, and metrics; the whole DreamerV3 objective."""
+        cfg = self.config.agent
+        B, T = batch.is_first.shape
+        start = self.wm.rssm.initial(B, self.device)
+        losses, observed, metrics = self.wm.loss(batch, start, self.train_gen)
+        post = observed.posterior
+
+        # Imagine H steps from every posterior state (the last K with imag_last=K).
+        K = min(cfg.imag_last or T, T)
+        starts = Latent(post.deter[:, T - K :], post.stoch[:, T - K :]).flatten_batch()
+        with record_function("ac/imagine"), torch.no_grad():
+
+            def act(state: Latent) -> torch.Tensor:
+                return self.ac.actor(state.features()).sample(self.train_gen)
+
+            # [N, H+1, F], no gradient to the world model. Held in the compute dtype: under
+            # bfloat16 autocast every head below would cast it anyway, and one cast shared
+            # by all of them is one copy of 84 MB at size12m instead of one per head.
+            feat, actions = self.wm.rssm.imagine_features(
+                starts.detach(), act, cfg.imag_length, self.train_gen, compute_dtype(starts.deter)
+            )
+            last = self.ac.actor(feat[:, -1]).sample(self.train_gen)
+            actions = torch.cat([actions, last[:, None]], 1)  # [N, H+1, A]
+        if cfg.ac_grads:
+            feat = to_compute_dtype(torch.cat([starts.features()[:, None], feat[:, 1:]], 1))
+        with record_function("ac/loss"):
+            with torch.no_grad():
+                reward = self.wm.reward.mean(self.wm.reward(feat))
+                cont = torch.sigmoid(self.wm.cont(feat))
+                slow_logits = self.ac.slow_critic(feat)
+            imag, ret, ac_metrics = imag_loss(
+                Imagined(actions, reward, cont),
+                self.ac.actor(feat),
+                self.ac.critic(feat),
+                slow_logits,
+                self.ac.critic,
+                self.ac.retnorm,
+                cfg,
+            )
+        losses.update(imag)
+        metrics.update(ac_metrics)
+
+        # Critic on replayed sequences, bootstrapped from the imagined returns.
+        if cfg.repval_loss:
+            rfeat = post.features()[:, T - K :]
+            rfeat = rfeat if cfg.repval_grad else rfeat.detach()
+            with torch.no_grad():
+                slow_r = self.ac.slow_critic(rfeat)
+            sl = slice(T - K, T)
+            losses.update(
+                repl_loss(
+                    batch.is_last[:, sl],
+                    batch.is_terminal[:, sl],
+                    batch.reward[:, sl],
+                    ret[:, 0].view(B, K),
+                    self.ac.critic(rfeat),
+                    slow_r,
+                    self.ac.critic,
+                    cfg,
+                )
+            )
+        if set(losses) != set(self.scales):
+            raise RuntimeError(f"loss terms {sorted(losses)} do not match scales {sorted(self.scales)}")
+        return losses, metrics
+
+    def train_step(self, data: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """One update of every module on a replay batch; returns float metrics.
+
+        A non-finite loss or gradient would poison every weight it reaches: the update
+        is skipped instead, counted in ``skipped_updates``, and ``nonfinite`` names the
+        loss terms (or ``gradient``) at fault; ``train/skipped`` is 1 in its metrics.
+        """
+        batch = self.to_batch(data)
+        with self.autocast():  # the backward pass runs outside, in the dtypes the forward chose
+            losses, metrics = self.losses(batch)
+        total = sum(self.scales[k] * v.mean() for k, v in losses.items())
+        assert isinstance(total, torch.Tensor)
+        self.opt.zero_grad(set_to_none=True)
+        self.nonfinite: list[str] = []
+        if not torch.isfinite(total):
+            self.nonfinite = [k for k, v in losses.items() if not torch.isfinite(v).all()] or ["total"]
+            return self._skip()
+        with record_function("backward"):
+            total.backward()
+        grads = [p.grad for p in self.opt.param_groups[0]["params"] if p.grad is not None]
+        grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not torch.isfinite(grad_norm):
+            self.nonfinite = ["gradient"]
+            self.opt.zero_grad(set_to_none=True)
+            return self._skip()
+        with record_function("optimizer"):
+            self.opt.step()
+            self.ac.update_slow_critic()
+        self.updates += 1
+        out = {f"loss/{k}": v.detach().mean() for k, v in losses.items()}
+        out.update(metrics)
+        out["loss/total"] = total.detach()
+        out["grad/norm"] = grad_norm
+        names = list(out)
+        values = torch.stack([torch.as_tensor(out[k], dtype=torch.float32).reshape(()) for k in names])
+        result = dict(zip(names, values.cpu().tolist()))
+        result["train/updates"] = float(self.updates)
+        result["train/skipped"] = 0.0
+        return result
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The context the agent's forward passes run in for ``run.precision``."""
+        return precision_autocast(self.config.run.precision, self.device)
+
+    def _skip(self) -> dict[str, float]:
+        self.skipped_updates += 1
+        return {"train/skipped": 1.0, "train/skipped_updates": float(self.skipped_updates)}
+
+    def weights_finite(self) -> bool:
+        """Whether every weight and buffer is finite (checked before each checkpoint)."""
+        tensors = [t for m in self.modules.values() for t in m.state_dict().values() if t.is_floating_point()]
+        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+    # ------------------------------------------------------------------ acting
+
+    def init_state(self, batch: int) -> PolicyState:
+        """Zero state for ``batch`` envs (the first observation resets it anyway)."""
+        width = action_width(self.act_space)
+        return PolicyState(
+            self.wm.rssm.initial(batch, self.device),
+            torch.zeros(batch, width, device=self.device),
+        )
+
+    @torch.no_grad()
+    def policy(
+        self,
+        obs: Mapping[str, np.ndarray],
+        state: PolicyState | None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, PolicyState]:
+        """Actions for a batch of step dicts ``{key: [N, ...]}`` (must hold ``is_first``).
+
+        Returns actions in dreamrl's env format (index ``[N]`` int32 for discrete,
+        ``[N, A]`` float32 in [-1, 1] for continuous) and the next state.
+        ``deterministic`` takes the mode of the latent and of the action.
+        """
+        n = len(obs["is_first"])
+        state = state or self.init_state(n)
+        tensors = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_space}
+        is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
+        with self.autocast():
+            embed = self.wm.encoder(tensors)
+            latent = self.wm.rssm.obs_step(
+                state.latent, state.action, embed, is_first, sample=not deterministic, generator=self.act_gen
+            )
+            dist = self.ac.actor(latent.features())
+        action = dist.mode() if deterministic else dist.sample(self.act_gen)
+        if self.act_space.discrete:
+            out = action.argmax(-1).to(torch.int32).cpu().numpy()
+        else:
+            action = action.clamp(-1, 1)
+            out = action.cpu().numpy().astype(np.float32)
+        return out, PolicyState(latent, action)
+
+    def act(
+        self, obs: Any, state: PolicyState | None = None, deterministic: bool = True
+    ) -> tuple[Any, PolicyState]:
+        """One env's action for one observation, as your gymnasium env takes it.
+
+        ``obs`` is what the env returned (for an env trained with ``env.pixels=true``,
+        pass ``env.render()``), or a dict of dreamrl's observation keys. ``state=None``
+        starts a new episode. Returns ``(env_action, state)``.
+        """
+        first = state is None
+        if isinstance(obs, Mapping) and set(self.obs_space) <= set(obs):
+            model_obs = {k: np.asarray(obs[k]) for k in self.obs_space}
+        else:
+            if self.obs_converter is None:
+                raise ValueError("this agent has no observation converter; pass a dict of model keys")
+            pixels = any(e.kind == "render" for e in self.obs_converter.entries)
+            model_obs = self.obs_converter(None, obs) if pixels else self.obs_converter(obs)
+        batch = {k: v[None] for k, v in model_obs.items()}
+        batch["is_first"] = np.array([first])
+        actions, state = self.policy(batch, state, deterministic)
+        action = actions[0]
+        if self.act_converter is not None:
+            return self.act_converter(action), state
+        return action, state
+
+    # ------------------------------------------------------------------ saving
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the agent's state: weights, optimiser moments, generators."""
+        out: dict[str, torch.Tensor] = {}
+        for name, module in self.modules.items():
+            for key, value in module.state_dict().items():
+                out[f"{name}.{key}"] = value
+        names = {
+            id(p): n
+            for name, m in self.modules.items()
+            for n, p in ((f"{name}.{k}", p) for k, p in m.named_parameters())
+        }
+        for p, state in self.opt.state.items():
+            for key, value in state.items():
+                out[f"opt.{names[id(p)]}.{key}"] = value
+        out["rng.train"] = self.train_gen.get_state()
+        out["rng.act"] = self.act_gen.get_state()
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        for name, module in self.modules.items():
+            prefix = name + "."
+            sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(sub, strict=strict)
+        params = {f"{name}.{k}": p for name, m in self.modules.items() for k, p in m.named_parameters()}
+        for pname, p in params.items():
+            keys = {
+                k.rsplit(".", 1)[-1]: v
+                for k, v in tensors.items()
+                if k.startswith(f"opt.{pname}.") and k.count(".") == pname.count(".") + 2
+            }
+            if keys:
+                self.opt.state[p] = {k: v.to(self.device) if k != "step" else v for k, v in keys.items()}
+        if "rng.train" in tensors:
+            self.train_gen.set_state(tensors["rng.train"])
+            self.act_gen.set_state(tensors["rng.act"])
+
+    def meta(self) -> dict[str, Any]:
+        """What is needed to rebuild the agent, and versions, as JSON."""
+        return {
+            "format": AGENT_FORMAT,
+            "dreamrl": __version__,
+            "torch": torch.__version__,
+            "config": to_dict(self.config),
+            "obs_space": {k: s.to_json() for k, s in self.obs_space.items()},
+            "act_space": self.act_space.to_json(),
+            "obs_converter": self.obs_converter.to_json() if self.obs_converter else None,
+            "act_converter": self.act_converter.to_json() if self.act_converter else None,
+            "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``agent.safetensors``, ``agent.json`` and a manifest of both into
+        ``directory`` (a checkpoint adds its own files and rewrites the manifest)."""
+        from dreamrl.run.checkpoint import write_manifest
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.state_tensors(), str(directory / WEIGHTS_FILE))
+        (directory / META_FILE).write_text(json.dumps(self.meta(), indent=1))
+        write_manifest(directory)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> Agent:
+        """Load from a checkpoint dir, or from a run dir (its newest checkpoint).
+
+        Loading runs no code from the files: weights come through safetensors and the
+        rest is JSON.
+        """
+        from dreamrl.run.checkpoint import find_agent_dir
+
+        directory = find_agent_dir(Path(path))
+        meta = json.loads((directory / META_FILE).read_text())
+        if meta.get("format", 0) > AGENT_FORMAT:
+            raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
+        config = from_dict(meta["config"])
+        obs_space = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
+        act_space = Space.from_json(meta["act_space"])
+        obs_conv = ObsConverter.from_json(meta["obs_converter"]) if meta["obs_converter"] else None
+        act_conv = ActionConverter.from_json(meta["act_converter"]) if meta["act_converter"] else None
+        agent = cls(config, obs_space, act_space, device, obs_conv, act_conv)
+        agent.load_state_tensors(load_file(str(directory / WEIGHTS_FILE)))
+        agent.updates = int(meta.get("updates", 0))
+        agent.skipped_updates = int(meta.get("skipped_updates", 0))
+        return agent
