@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamrl.config import build_config, parse_overrides
+from dreamrl.diagnostics.hook import training_hooks
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import train
@@ -138,7 +139,7 @@ def run_check(name: str, out: Path, extra: dict[str, str], full: bool) -> dict:
     config = build_config(check.presets, overrides)
     run_dir = out / name
     stop = None if full else (lambda _state: held_target(run_dir, check.target))
-    train(config, run_dir, progress=sys.stdout.isatty(), stop=stop)
+    train(config, run_dir, hooks=training_hooks(config, run_dir, stop), progress=sys.stdout.isatty())
     return report(name, check, curve(run_dir), {k: v for k, v in overrides.items() if k != "task"})
 
 

@@ -16,7 +16,7 @@ only what training did not cover, so
 is the share of env time the overlap removed from the loop, and the inline run's
 train + env is the wall time a loop without overlap would take. Both runs share the
 machine's cores with their env workers: on a CPU, overlap gains most when training
-leaves a core idle (``run.threads`` below the core count). No evaluation, no saves
+leaves a core idle (``compute.threads`` below the core count). No evaluation, no saves
 inside the timed stretch.
 """
 
@@ -82,7 +82,7 @@ def main() -> int:
             results[mode] = run_mode(mode, args.preset, overrides, Path(tmp), args.warmup)
     print(
         f"\n{args.env}, presets {' '.join(args.preset)}: run.envs={run.envs}, "
-        f"run.train_ratio={run.train_ratio:g}, run.threads={run.threads}; "
+        f"run.train_ratio={run.train_ratio:g}, compute.threads={config.compute.threads}; "
         f"timed from env step {args.warmup:,} to {args.steps:,}"
     )
     print(f"{'ms per env step':<16} {'wall':>7} {'train':>7} {'env wait':>8} {'act':>6}")

@@ -31,7 +31,7 @@ models differ in size. Each process also measures a 2048x2048 float32 matrix pro
 peak, for the fraction of it each reaches (the table's "of peak" is always of the float32 product).
 
 ``--precision bfloat16`` runs both with bfloat16 matrix products under ``torch.autocast``: dreamrl with
-``run.precision=bfloat16``, sheeprl with ``fabric.precision=bf16-mixed`` (Lightning Fabric's autocast
+``compute.precision=bfloat16``, sheeprl with ``fabric.precision=bf16-mixed`` (Lightning Fabric's autocast
 around each module's forward pass). The FLOP counts are the same products in either precision.
 
 What differs, as each library runs it: sheeprl sets ``torch.set_float32_matmul_precision("high")`` as its
@@ -101,7 +101,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=["float32", "bfloat16"],
         default="float32",
-        help="compute precision of both: bfloat16 runs dreamrl with run.precision=bfloat16 and sheeprl "
+        help="compute precision of both: bfloat16 runs dreamrl with compute.precision=bfloat16 and sheeprl "
         "with fabric.precision=bf16-mixed (Lightning's torch.autocast around each module's forward)",
     )
     p.add_argument("--batch", type=int, default=16, help="sequences per batch, both")
@@ -259,11 +259,11 @@ def run_dreamrl(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {
         "task": args.task,
         "env.pixels": not args.vectors,
-        "run.threads": args.threads,
-        "run.precision": args.precision,
+        "compute.threads": args.threads,
+        "compute.precision": args.precision,
         "batch_size": args.batch,
         "batch_length": args.length,
-        "device": "cpu",
+        "compute.device": "cpu",
     }
     config = build_config(args.preset, overrides)
     say(args, f"\ndreamrl: bench presets {' '.join(args.preset)} {json.dumps(overrides)}")

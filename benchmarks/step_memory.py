@@ -1,7 +1,7 @@
 """Live tensor memory through one train step: where a step's peak memory comes from.
 
     python benchmarks/step_memory.py                                  # dmc_vision size12m
-    python benchmarks/step_memory.py --preset dmc_vision size1m run.codec_chunk=128
+    python benchmarks/step_memory.py --preset dmc_vision size1m compute.codec_chunk=128
 
 Runs one warm-up step, then one step under PyTorch's profiler with ``profile_memory``,
 and prints the bytes of live tensors at the start and end of each named phase of the

@@ -6,6 +6,7 @@ reads any run dir or checkpoint dir it wrote.
 
 from __future__ import annotations
 
-from dreamrl.agents.dreamer import Agent, PolicyState
+from dreamrl.agents.dreamer import DreamerAgent as Agent
+from dreamrl.agents.dreamer import PolicyState
 
 __all__ = ["Agent", "PolicyState"]

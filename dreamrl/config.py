@@ -13,6 +13,7 @@ functions of the config, not fields filled in later.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,17 @@ from dreamrl.config_tree import (
 )
 from dreamrl.config_tree import field_docs as _field_docs
 
-PRECISIONS = ("float32", "bfloat16")  # run.precision; see dreamrl.precision
+PRECISIONS = ("float32", "bfloat16")  # compute.precision; see dreamrl.precision
+
+# Keys that moved, old -> new. A saved config.json with an old key is read under the new
+# one; an override that spells an old key is refused with the new name.
+MOVED = {
+    "device": "compute.device",
+    "run.precision": "compute.precision",
+    "run.compile": "compute.compile",
+    "run.codec_chunk": "compute.codec_chunk",
+    "run.threads": "compute.threads",
+}
 
 __all__ = [
     "Config",
@@ -274,16 +285,6 @@ class RunConfig:
     log_every: float = _doc(30.0, "Seconds between metric writes.")
     save_every: float = _doc(600.0, "Seconds between checkpoints (one is always written at the end).")
     keep_checkpoints: int = _doc(2, "Complete checkpoints kept on disk.")
-    threads: int = _doc(0, "Torch CPU threads (0: torch's default).")
-    compile: bool = _doc(
-        True,
-        "Compile with torch.compile the norm and activation around each CNN layer and the RSSM's "
-        "filter and prior steps (on a CPU it builds C++: needs g++). The norms made train steps "
-        "from pixels 1.2x faster at size12m, 1.07x at size1m; the RSSM steps 1.07x more at "
-        "size1m from pixels, 1.2x on vectors, and nothing at size12m (docs/performance.md). The "
-        "first steps pay a compile of seconds to a minute; falls back to eager, with a warning, "
-        "where compiling fails.",
-    )
     release_every: int = _doc(
         10,
         "Updates between handing the memory train steps freed back to the OS (glibc's "
@@ -291,13 +292,15 @@ class RunConfig:
         "creeps up; the next step faults its pages in again, which cost 0.25 s at size1m "
         "(docs/performance.md).",
     )
-    codec_chunk: int = _doc(
-        0,
-        "Frames the encoder and decoder take at a time in a train step, keeping no activations "
-        "and recomputing each chunk's in the backward pass: far less memory for one more "
-        "encoder and decoder forward pass (docs/performance.md). Same gradients; 0: the whole "
-        "batch at once.",
-    )
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where and how the agent computes: passed to the constructors that need it, never
+    patched into a module after it is built. None of it changes what a run learns beyond
+    float rounding (the device, precision and compiled kernels round differently)."""
+
+    device: str = _doc("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     precision: str = _doc(
         "float32",
         "Compute precision of the train step and the policy: 'float32', or 'bfloat16' (the "
@@ -307,6 +310,23 @@ class RunConfig:
         "CPUs with AVX512-BF16 or AMX): 1.6x at size12m on this project's CPU "
         "(docs/performance.md).",
     )
+    compile: bool = _doc(
+        True,
+        "Compile with torch.compile the norm and activation around each CNN layer and the RSSM's "
+        "filter and prior steps (on a CPU it builds C++: needs g++). The norms made train steps "
+        "from pixels 1.2x faster at size12m, 1.07x at size1m; the RSSM steps 1.07x more at "
+        "size1m from pixels, 1.2x on vectors, and nothing at size12m (docs/performance.md). The "
+        "first steps pay a compile of seconds to a minute; falls back to eager, with a warning, "
+        "where compiling fails.",
+    )
+    codec_chunk: int = _doc(
+        0,
+        "Frames the encoder and decoder take at a time in a train step, keeping no activations "
+        "and recomputing each chunk's in the backward pass: far less memory for one more "
+        "encoder and decoder forward pass (docs/performance.md). Same gradients; 0: the whole "
+        "batch at once.",
+    )
+    threads: int = _doc(0, "Torch CPU threads (0: torch's default).")
 
 
 @dataclass(frozen=True)
@@ -350,12 +370,12 @@ class EnvConfig:
 class Config:
     task: str = _doc("", "Environment id: a gymnasium id, 'module:Env-v0', or a suite id.")
     seed: int = _doc(0, "Seed for weights, sampling and training env seeds.")
-    device: str = _doc("auto", "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     batch_size: int = _doc(16, "Sequences per training batch.")
     batch_length: int = _doc(64, "Steps per training sequence.")
     presets: tuple[str, ...] = _doc((), "Presets applied, in order (recorded for the reader).")
     replay: ReplayConfig = _sub(ReplayConfig, "Replay buffer.")
     run: RunConfig = _sub(RunConfig, "Training loop.")
+    compute: ComputeConfig = _sub(ComputeConfig, "Device, precision, compiled kernels, threads.")
     env: EnvConfig = _sub(EnvConfig, "Environment construction.")
     agent: AgentConfig = _sub(AgentConfig, "The agent.")
 
@@ -433,10 +453,15 @@ def validate(config: Config) -> Config:
     _check(config.run.steps > 0, "run.steps", "a positive integer", config.run.steps)
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
-    _check(config.run.threads >= 0, "run.threads", "0 or more", config.run.threads)
-    _check(config.run.codec_chunk >= 0, "run.codec_chunk", "0 or more", config.run.codec_chunk)
+    _check(config.compute.threads >= 0, "compute.threads", "0 or more", config.compute.threads)
+    _check(config.compute.codec_chunk >= 0, "compute.codec_chunk", "0 or more", config.compute.codec_chunk)
     _check(config.run.release_every >= 0, "run.release_every", "0 or more", config.run.release_every)
-    _check(config.run.precision in PRECISIONS, "run.precision", " or ".join(PRECISIONS), config.run.precision)
+    _check(
+        config.compute.precision in PRECISIONS,
+        "compute.precision",
+        " or ".join(PRECISIONS),
+        config.compute.precision,
+    )
     _check(config.run.skip_limit >= 1, "run.skip_limit", "1 or more", config.run.skip_limit)
     _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)
     _check(config.run.env_restarts >= 0, "run.env_restarts", "0 or more", config.run.env_restarts)
@@ -525,17 +550,65 @@ def field_docs() -> dict[str, str]:
     return _field_docs(Config)
 
 
+def _migrate(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config's nested dict with every key of :data:`MOVED` under its new path."""
+    out = json.loads(json.dumps(data))
+    for old, new in MOVED.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {})
+        if leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = out
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        target[new_leaf] = value
+    return out
+
+
 def from_dict(data: Mapping[str, Any]) -> Config:
-    """Rebuild a config from :func:`to_dict` output (a saved ``config.json``)."""
-    return validate(from_nested(Config, data))
+    """Rebuild a config from :func:`to_dict` output (a saved ``config.json``, also one
+    written before a key moved)."""
+    return validate(from_nested(Config, _migrate(data)))
+
+
+def sets_model_size(presets: Sequence[str], overrides: Mapping[str, Any]) -> bool:
+    """Whether the presets or overrides choose the model's size (its RSSM width)."""
+    from dreamrl import presets as preset_table
+
+    size_key = "agent.dyn.rssm.deter"
+    tables = [preset_table.PRESETS[p] for p in presets if p in preset_table.PRESETS]
+    return any(size_key in t for t in tables) or size_key in overrides
+
+
+def hardware_size(device: str) -> str:
+    """The size preset for a device when none is named: the paper's 200M on a GPU,
+    1M on a CPU, where 200M would take days."""
+    from dreamrl.devices import resolve_device
+
+    return "size200m" if resolve_device(device).type == "cuda" else "size1m"
 
 
 def build_config(
     presets: Sequence[str] = (),
     overrides: Mapping[str, Any] | None = None,
     base: Config | None = None,
+    size: str | None = "auto",
 ) -> Config:
-    """Compose ``base`` (default: the paper's config), presets in order, then overrides."""
+    """Compose ``base`` (default: the paper's config), presets in order, then overrides.
+
+    ``size="auto"`` puts :func:`hardware_size`'s preset first when nothing named
+    chooses the model size; ``size=None`` leaves the base's (the paper's 200M)."""
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key in MOVED:
+            raise ConfigError(f"{key}: this key is now {MOVED[key]}")
+    presets = list(presets)
+    if size == "auto" and base is None and not sets_model_size(presets, overrides):
+        presets = [hardware_size(str(overrides.get("compute.device", "auto"))), *presets]
     config = apply_presets(base or Config(), presets)
-    config = replace(config, overrides or {})
+    config = replace(config, overrides)
     return validate(config)

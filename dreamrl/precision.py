@@ -1,6 +1,6 @@
 """Compute precision: float32 throughout, or bfloat16 matrix products under autocast.
 
-With ``run.precision=bfloat16`` the train step's and the policy's forward passes run
+With ``compute.precision=bfloat16`` the train step's and the policy's forward passes run
 under ``torch.autocast``: matrix products and convolutions take bfloat16 inputs and give
 bfloat16 outputs, as the official DreamerV3 code computes by default. Weights, gradients
 and optimiser state stay float32. Everything whose precision matters stays float32 too,
@@ -18,7 +18,7 @@ import torch
 
 from dreamrl.config import PRECISIONS
 
-# The dtype matrix products run in, per run.precision (the keys are config.PRECISIONS).
+# The dtype matrix products run in, per compute.precision (the keys are config.PRECISIONS).
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -58,7 +58,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
     """The context a forward pass runs in for ``precision`` (one of :data:`PRECISIONS`)."""
     if precision not in COMPUTE_DTYPES:
-        raise ValueError(f"run.precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ValueError(f"compute.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=COMPUTE_DTYPES[precision])

@@ -88,7 +88,7 @@ OWN: dict[str, Preset] = {
         "run.eval_envs": 2,
         "run.log_every": 5,
         "run.save_every": 30,
-        "run.compile": False,
+        "compute.compile": False,
     },
     # For runs of a few thousand updates (a CPU, classic control): the paper's learning
     # rate of 4e-5 needs tens of thousands of updates to move a zero-initialised reward

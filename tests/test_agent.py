@@ -18,7 +18,7 @@ CONTINUOUS = Space("float32", (2,))
 
 
 def make_agent(obs=VECTOR, act=DISCRETE, seed=0, **overrides):
-    config = build_config(["debug"], {"task": "test", "seed": seed, "device": "cpu", **overrides})
+    config = build_config(["debug"], {"task": "test", "seed": seed, "compute.device": "cpu", **overrides})
     return Agent(config, obs, act)
 
 

@@ -11,7 +11,7 @@ from dreamrl.run.bench import PHASES, bench
 
 def test_profile_attributes_the_step_to_its_phases():
     torch.set_num_threads(1)
-    config = build_config(["debug"], {"task": "CartPole-v1", "run.threads": 1})
+    config = build_config(["debug"], {"task": "CartPole-v1", "compute.threads": 1})
     result = bench(config, train_steps=1, warmup=1, env_steps=10, profile=4)
     profile = result["profile"]
     assert set(profile["phases"]) == set(PHASES)
@@ -27,12 +27,16 @@ def test_profile_attributes_the_step_to_its_phases():
 
 
 def test_recomputed_codec_flops_are_counted_apart():
-    """With run.codec_chunk the encoder and decoder run forward twice; the step's counted
+    """With compute.codec_chunk the encoder and decoder run forward twice; the step's counted
     FLOPs stay the model's, the second forward is reported on its own."""
     torch.set_num_threads(1)
     results = {}
     for chunk in (0, 16):
-        overrides = {"task": "fixtures.tiny_env:TinyLine-v0", "env.pixels": True, "run.codec_chunk": chunk}
+        overrides = {
+            "task": "fixtures.tiny_env:TinyLine-v0",
+            "env.pixels": True,
+            "compute.codec_chunk": chunk,
+        }
         results[chunk] = bench(build_config(["debug"], overrides), train_steps=1, warmup=1, env_steps=5)
     assert results[0]["gflop_recomputed"] == 0
     recomputed = results[16]["gflop_recomputed"]

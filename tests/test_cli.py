@@ -17,7 +17,7 @@ from dreamrl.run.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread: on a busy 2-core machine two threads per run contend badly.
-FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0", "run.threads=1"]
+FAST = ["run.eval_every=0", "run.eval_eps=2", "run.log_every=0", "compute.threads=1"]
 
 
 def dreamrl(*args: str, check: bool = True, **environ: str | None) -> subprocess.CompletedProcess:
@@ -213,7 +213,7 @@ def test_diagnose_outside_a_run_dir_needs_out(trained, tmp_path):
 def bench_json(*args: str, **environ: str | None) -> tuple[dict, subprocess.CompletedProcess]:
     """``dreamrl bench --json`` on CartPole with the debug preset and one thread."""
     proc = dreamrl(
-        "bench", "--env", "CartPole-v1", "--preset", "debug", "--json", "run.threads=1", *args, **environ
+        "bench", "--env", "CartPole-v1", "--preset", "debug", "--json", "compute.threads=1", *args, **environ
     )
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc
 
@@ -241,7 +241,7 @@ def test_bench_prints_its_figures_as_json():
 
 
 def test_bench_in_bfloat16_sets_its_figures_against_a_bfloat16_peak():
-    result, proc = bench_json("--train-steps", "1", "run.precision=bfloat16", DREAMRL_MALLOC="glibc")
+    result, proc = bench_json("--train-steps", "1", "compute.precision=bfloat16", DREAMRL_MALLOC="glibc")
     assert result["malloc"] == "glibc"  # asked for: no restart
     assert result["precision"] == "bfloat16"
     assert result["peak_gflops"] > 0 and result["peak_gflops_float32"] > 0

@@ -1,4 +1,4 @@
-"""`run.codec_chunk`: the encoder and decoder in chunks with recomputed activations give
+"""`compute.codec_chunk`: the encoder and decoder in chunks with recomputed activations give
 the same losses and gradients as the whole batch at once, and keep far less for backward."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ACT = Space("int32", (), 3)
 
 
 def make_agent(chunk: int) -> Agent:
-    config = build_config(["debug"], {"task": "test", "run.codec_chunk": chunk})
+    config = build_config(["debug"], {"task": "test", "compute.codec_chunk": chunk})
     return Agent(config, OBS, ACT)
 
 
@@ -103,7 +103,7 @@ def test_chunked_world_model_gives_the_same_losses_and_gradients():
 
 def test_chunks_work_with_the_compiled_norms():
     """Recomputing a chunk runs the torch.compile'd norms again inside the backward pass."""
-    config = build_config(["debug"], {"task": "test", "run.codec_chunk": 7, "run.compile": True})
+    config = build_config(["debug"], {"task": "test", "compute.codec_chunk": 7, "compute.compile": True})
     agent = Agent(config, OBS, ACT)
     reference = make_agent(0)
     reference.wm.load_state_dict(agent.wm.state_dict())
@@ -111,7 +111,7 @@ def test_chunks_work_with_the_compiled_norms():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         losses, grads = world_model_losses_and_grads(agent, data)
-    assert not [w for w in caught if "run.compile" in str(w.message)]  # no fallback to eager
+    assert not [w for w in caught if "compute.compile" in str(w.message)]  # no fallback to eager
     ref_losses, ref_grads = world_model_losses_and_grads(reference, data)
     torch.testing.assert_close(losses["image"], ref_losses["image"], rtol=1e-5, atol=1e-4)
     for name in ref_grads:
@@ -136,4 +136,4 @@ def test_chunks_keep_much_less_for_the_backward_pass():
 
 def test_a_negative_chunk_is_refused():
     with pytest.raises(ConfigError, match=r"run\.codec_chunk"):
-        build_config(["debug"], {"task": "test", "run.codec_chunk": -1})
+        build_config(["debug"], {"task": "test", "compute.codec_chunk": -1})

@@ -1,4 +1,4 @@
-"""``run.compile``'s machinery: the eager fallback of a failing compiler, and the RSSM's
+"""``compute.compile``'s machinery: the eager fallback of a failing compiler, and the RSSM's
 compiled steps, which must give the eager steps' numbers, draws and gradients."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_a_failing_compiler_falls_back_to_eager_once(monkeypatch):
 def test_the_step_draws_what_sample_draws():
     """The steps take their uniform draws as an input; drawn by ``RSSM.uniform`` from a
     generator they give the sample ``RSSM.sample`` gives from the same generator state, so
-    a seed gives the same run with or without ``run.compile``."""
+    a seed gives the same run with or without ``compute.compile``."""
     torch.manual_seed(0)
     rssm = RSSM(CFG, EMBED, ACT)
     logits = torch.log_softmax(torch.randn(5, CFG.classes, CFG.stoch), CLASS_DIM)
@@ -92,7 +92,7 @@ def test_compiled_steps_give_the_eager_numbers_and_gradients():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             compiled = _observe_and_imagine(rssm, batch, seed=batch)
-        assert not [w for w in caught if "run.compile" in str(w.message)]  # no fallback to eager
+        assert not [w for w in caught if "compute.compile" in str(w.message)]  # no fallback to eager
         rssm.fused = False
         assert len(eager) == len(compiled) > 5  # gradients reached parameters
         for a, b in zip(eager, compiled):
@@ -104,7 +104,7 @@ def test_compiled_steps_give_the_eager_numbers_and_gradients():
 def test_run_compile_switches_the_rssm_steps(compile_):
     obs = {"vector": Space("float32", (4,))}
     act = Space("int32", (), 2)
-    agent = Agent(build_config(["debug"], {"task": "test", "run.compile": compile_}), obs, act)
+    agent = Agent(build_config(["debug"], {"task": "test", "compute.compile": compile_}), obs, act)
     assert agent.wm.rssm.fused is compile_
 
 

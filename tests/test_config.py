@@ -19,6 +19,7 @@ from dreamrl.config import (
     warnings_for,
 )
 from dreamrl.config_tree import coerce, leaf_paths, replace
+from dreamrl.presets import SIZES
 
 AGENT_UNITS = {
     "agent.enc.simple.units",
@@ -142,7 +143,7 @@ def test_from_dict_rejects_unknown_and_bad_values():
 
 def test_diff_lists_changed_leaves():
     old = Config()
-    new = build_config(overrides={"run.envs": 8, "agent.opt.lr": "1e-4"})
+    new = build_config(overrides={"run.envs": 8, "agent.opt.lr": "1e-4"}, size=None)
     assert diff(old, new) == {"run.envs": (4, 8), "agent.opt.lr": (4e-5, 1e-4)}
     assert diff(old, old) == {}
 
@@ -204,16 +205,51 @@ def test_warnings_for():
 
 @pytest.mark.parametrize(("key", "settings"), [("compile", (True, False)), ("codec_chunk", (0, 32))])
 def test_a_run_dir_from_before_a_speed_setting_resumes_with_any_value(tmp_path, key, settings):
-    """A config.json written before ``run.compile`` or ``run.codec_chunk`` existed lacks the
+    """A config.json written before ``compute.compile`` or ``compute.codec_chunk`` existed lacks the
     key; resuming it with any value changes nothing that is learned and is not refused."""
     from dreamrl.config import to_dict
-    from dreamrl.run.resume import CONFIG_FILE, check_config
+    from dreamrl.run.resume import check_config
+    from dreamrl.rundir import RunDir
 
     saved = to_dict(build_config(["debug"], {"task": "CartPole-v1"}))
-    del saved["run"][key]
-    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    del saved["compute"][key]
+    RunDir(tmp_path).config.write_text(json.dumps(saved))
     for setting in settings:
-        config = build_config(["debug"], {"task": "CartPole-v1", f"run.{key}": setting})
+        config = build_config(["debug"], {"task": "CartPole-v1", f"compute.{key}": setting})
         assert check_config(tmp_path, config) is not None
     with pytest.raises(ConfigError, match="batch_size"):
         check_config(tmp_path, build_config(["debug"], {"task": "CartPole-v1", "batch_size": 4}))
+
+
+def test_a_saved_config_with_keys_from_before_the_compute_section_is_read_under_the_new_keys():
+    saved = to_dict(build_config(["debug"], {"task": "CartPole-v1", "compute.precision": "bfloat16"}))
+    compute = saved.pop("compute")
+    saved["device"] = "cpu"
+    saved["run"].update(
+        precision=compute["precision"], compile=True, codec_chunk=8, threads=3
+    )  # as a config.json of an older dreamrl spells them
+    config = from_dict(saved)
+    assert config.compute.device == "cpu" and config.compute.precision == "bfloat16"
+    assert config.compute.compile is True and config.compute.codec_chunk == 8 and config.compute.threads == 3
+
+
+@pytest.mark.parametrize("old", ["device", "run.precision", "run.compile", "run.codec_chunk", "run.threads"])
+def test_an_override_with_a_key_that_moved_names_its_new_key(old):
+    with pytest.raises(ConfigError, match=rf"{re.escape(old)}: this key is now compute\."):
+        build_config(["debug"], {"task": "x", old: "1"})
+
+
+def test_with_no_size_named_the_config_takes_the_hardwares_size():
+    """On a CPU (this suite's machines) a config built with no size preset is size1m, and
+    says so in its presets; a named size, a preset that sets one, or size=None wins."""
+    import torch
+
+    expected = "size200m" if torch.cuda.is_available() else "size1m"
+    auto = build_config(["quick"], {"task": "x"})
+    assert auto.presets == (expected, "quick")
+    assert auto.agent.dyn.rssm.deter == SIZES[expected]["agent.dyn.rssm.deter"]
+    assert build_config(["size12m"], {"task": "x"}).presets == ("size12m",)
+    assert build_config(["debug"], {"task": "x"}).presets == ("debug",)
+    assert build_config([], {"task": "x", "agent.dyn.rssm.deter": 256}).presets == ()
+    assert build_config([], {"task": "x"}, size=None).agent.dyn.rssm.deter == 8192
+    assert build_config([], {"task": "x", "compute.device": "cpu"}).presets == ("size1m",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dreamrl.cli import config_reference
+from dreamrl.config_reference import config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

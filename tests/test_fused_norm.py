@@ -1,4 +1,4 @@
-"""The norm + SiLU units: the CNN's, eager and compiled (`run.compile`; its fallback is
+"""The norm + SiLU units: the CNN's, eager and compiled (`compute.compile`; its fallback is
 tested in test_compiled.py); the MLPs', whose backward pass keeps only the input."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_compiled_matches_eager_values_and_gradients():
 def test_run_compile_switches_every_cnn_norm_and_keeps_checkpoint_names(compile_):
     obs = {"image": Space("uint8", (64, 64, 3))}
     act = Space("int32", (), 2)
-    agent = Agent(build_config(["debug"], {"task": "test", "run.compile": compile_}), obs, act)
+    agent = Agent(build_config(["debug"], {"task": "test", "compute.compile": compile_}), obs, act)
     norms = [m for m in agent.wm.modules() if isinstance(m, ChannelNormSiLU)]
     assert len(norms) == 8  # four encoder stages, the decoder's first map and its three stages
     assert all(m.fused is compile_ for m in norms)

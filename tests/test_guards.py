@@ -48,7 +48,13 @@ class Spiky(gymnasium.Env):
 
 
 def config(**overrides) -> Config:
-    base = {"task": "guard", "run.log_every": 0, "run.eval_every": 0, "run.eval_eps": 0, "device": "cpu"}
+    base = {
+        "task": "guard",
+        "run.log_every": 0,
+        "run.eval_every": 0,
+        "run.eval_eps": 0,
+        "compute.device": "cpu",
+    }
     return build_config(["debug"], {**base, **overrides})
 
 

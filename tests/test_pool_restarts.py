@@ -155,7 +155,7 @@ def test_train_loop_survives_a_flaky_env_and_logs_restarts(tmp_path, monkeypatch
     monkeypatch.setenv("FAULTY_MARKER_DIR", str(tmp_path))  # each env fails once: few slow restarts
     overrides = {
         "task": "flaky",
-        "device": "cpu",
+        "compute.device": "cpu",
         "run.steps": 40,
         "run.envs": 2,
         "run.env_workers": "process",

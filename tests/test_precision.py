@@ -1,4 +1,4 @@
-"""`run.precision=bfloat16`: matrix products in bfloat16 under autocast, with the
+"""`compute.precision=bfloat16`: matrix products in bfloat16 under autocast, with the
 float32 boundaries the official code keeps (norm statistics, logits, gates, decoder
 outputs, losses) and float32 weights, gradients and optimiser state."""
 
@@ -25,7 +25,7 @@ CONTINUOUS = Space("float32", (2,))
 
 
 def make_agent(precision: str, act: Space = DISCRETE, **overrides: object) -> Agent:
-    config = build_config(["debug"], {"task": "test", "run.precision": precision, **overrides})
+    config = build_config(["debug"], {"task": "test", "compute.precision": precision, **overrides})
     return Agent(config, OBS, act)
 
 
@@ -49,7 +49,7 @@ def random_batch(act: Space = DISCRETE, batch: int = 3, length: int = 8) -> dict
 
 def test_unknown_precision_is_a_config_error():
     with pytest.raises(ConfigError, match=r"run\.precision"):
-        build_config(["debug"], {"task": "test", "run.precision": "float16"})
+        build_config(["debug"], {"task": "test", "compute.precision": "float16"})
     with pytest.raises(ValueError, match=r"run\.precision"):
         autocast("half", torch.device("cpu"))
 

@@ -117,7 +117,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "run.log_every=0",
         # One thread: a model this small gains nothing from two, and on a busy 2-core machine
         # two threads contend (300 steps took 80 s with two and 6 s with one beside a benchmark).
-        "run.threads=1",
+        "compute.threads=1",
         "--no-progress",
     )
     # Training may write diagnostics of its own (when evaluation episodes are long enough):

@@ -41,7 +41,7 @@ TRAIN = [
     "run.log_every=0",
     "run.save_every=1",
     "run.envs=2",
-    "run.threads=1",
+    "compute.threads=1",
 ]
 
 

@@ -46,7 +46,7 @@ def make_counting(config: Config, seed: int | None, mode: str = "train") -> GymE
 
 
 def config(**overrides) -> Config:
-    base = {"task": "counting", "run.log_every": 0, "run.eval_eps": 2, "device": "cpu"}
+    base = {"task": "counting", "run.log_every": 0, "run.eval_eps": 2, "compute.device": "cpu"}
     return build_config(["debug"], {**base, **overrides})
 
 

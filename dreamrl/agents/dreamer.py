@@ -27,38 +27,31 @@ from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
 from dreamrl import __version__
-from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, imag_loss, repl_loss
+from dreamrl.agents.base import TrainResult
+from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, ReturnStats, imag_loss, repl_loss
 from dreamrl.config import Config, from_dict, to_dict
+from dreamrl.devices import resolve_device
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.nets.layers import ChannelNormSiLU
 from dreamrl.nets.rssm import Latent
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
 from dreamrl.precision import bfloat16_is_native, compute_dtype, to_compute_dtype
+from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS
 from dreamrl.spaces import STEP_KEYS, Space, action_width
 from dreamrl.world_models.base import Batch
 from dreamrl.world_models.rssm import WorldModel
 
 AGENT_FORMAT = 1
-WEIGHTS_FILE = "agent.safetensors"
-META_FILE = "agent.json"
 
 
 class PolicyState(NamedTuple):
-    """Recurrent state carried between :meth:`Agent.policy` calls, ``[N, ...]``."""
+    """Recurrent state carried between :meth:`DreamerAgent.policy` calls, ``[N, ...]``."""
 
     latent: Latent
     action: torch.Tensor  # previous action, model format [N, A]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` -> cuda when available, else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class Agent:
+class DreamerAgent:
     """World model plus actor-critic, trained together by one LaProp optimiser."""
 
     def __init__(
@@ -73,22 +66,17 @@ class Agent:
         self.config = config
         self.obs_space = dict(obs_space)
         self.act_space = act_space
-        self.device = resolve_device(config.device) if device is None else torch.device(device)
+        self.device = resolve_device(config.compute.device) if device is None else torch.device(device)
         self.obs_converter = obs_converter
         self.act_converter = act_converter
         cfg = config.agent
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.wm = WorldModel(obs_space, act_space, cfg).to(self.device)
+            self.wm = WorldModel(obs_space, act_space, cfg, config.compute).to(self.device)
             self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg).to(self.device)
-        for module in self.wm.modules():
-            if isinstance(module, ChannelNormSiLU):
-                module.fused = config.run.compile
-        self.wm.rssm.fused = config.run.compile
-        self.wm.codec_chunk = config.run.codec_chunk
-        if config.run.precision == "bfloat16" and not bfloat16_is_native(self.device):
+        if config.compute.precision == "bfloat16" and not bfloat16_is_native(self.device):
             warnings.warn(
-                f"run.precision=bfloat16 on a {self.device.type} without bfloat16 units: it is emulated "
+                f"compute.precision=bfloat16 on a {self.device.type} without bfloat16 units: it is emulated "
                 "there and slower than float32",
                 stacklevel=2,
             )
@@ -108,7 +96,6 @@ class Agent:
         self.train_gen = torch.Generator(self.device).manual_seed(config.seed * 2 + 1)
         self.act_gen = torch.Generator(self.device).manual_seed(config.seed * 2 + 2)
         self.updates = 0
-        self.skipped_updates = 0
         scales = cfg.loss_scales
         self.scales = {
             **{k: scales.rec for k in self.obs_space},
@@ -153,8 +140,10 @@ class Agent:
             is_terminal=flags["is_terminal"].bool(),
         )
 
-    def losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Every loss term, unscaled, and metrics; the whole DreamerV3 objective."""
+    def losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], ReturnStats]:
+        """Every loss term, unscaled, metrics, and the return normaliser's statistics
+        with this batch taken in (kept only if the update is applied): the whole
+        DreamerV3 objective."""
         cfg = self.config.agent
         B, T = batch.is_first.shape
         start = self.wm.rssm.initial(B, self.device)
@@ -184,17 +173,18 @@ class Agent:
                 reward = self.wm.reward.mean(self.wm.reward(feat))
                 cont = torch.sigmoid(self.wm.cont(feat))
                 slow_logits = self.ac.slow_critic(feat)
-            imag, ret, ac_metrics = imag_loss(
+            imag = imag_loss(
                 Imagined(actions, reward, cont),
                 self.ac.actor(feat),
                 self.ac.critic(feat),
                 slow_logits,
                 self.ac.critic,
-                self.ac.retnorm,
+                self.ac.retnorm.current(),
                 cfg,
             )
-        losses.update(imag)
-        metrics.update(ac_metrics)
+        losses.update(imag.losses)
+        metrics.update(imag.metrics)
+        ret = imag.returns
 
         # Critic on replayed sequences, bootstrapped from the imagined returns.
         if cfg.repval_loss:
@@ -217,36 +207,36 @@ class Agent:
             )
         if set(losses) != set(self.scales):
             raise RuntimeError(f"loss terms {sorted(losses)} do not match scales {sorted(self.scales)}")
-        return losses, metrics
+        return losses, metrics, imag.return_stats
 
-    def train_step(self, data: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """One update of every module on a replay batch; returns float metrics.
+    def train_step(self, data: Mapping[str, np.ndarray]) -> TrainResult:
+        """One update of every module on a replay batch, with float metrics.
 
         A non-finite loss or gradient would poison every weight it reaches: the update
-        is skipped instead, counted in ``skipped_updates``, and ``nonfinite`` names the
-        loss terms (or ``gradient``) at fault; ``train/skipped`` is 1 in its metrics.
+        is skipped instead, and nothing of the agent changes (weights, optimiser, slow
+        critic, return normaliser); the result's ``nonfinite`` names the loss terms (or
+        ``gradient``) at fault and ``train/skipped`` is 1 in its metrics.
         """
         batch = self.to_batch(data)
         with self.autocast():  # the backward pass runs outside, in the dtypes the forward chose
-            losses, metrics = self.losses(batch)
+            losses, metrics, return_stats = self.losses(batch)
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())
         assert isinstance(total, torch.Tensor)
         self.opt.zero_grad(set_to_none=True)
-        self.nonfinite: list[str] = []
         if not torch.isfinite(total):
-            self.nonfinite = [k for k, v in losses.items() if not torch.isfinite(v).all()] or ["total"]
-            return self._skip()
+            bad = tuple(k for k, v in losses.items() if not torch.isfinite(v).all()) or ("total",)
+            return TrainResult({"train/skipped": 1.0}, bad)
         with record_function("backward"):
             total.backward()
         grads = [p.grad for p in self.opt.param_groups[0]["params"] if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if not torch.isfinite(grad_norm):
-            self.nonfinite = ["gradient"]
             self.opt.zero_grad(set_to_none=True)
-            return self._skip()
+            return TrainResult({"train/skipped": 1.0}, ("gradient",))
         with record_function("optimizer"):
             self.opt.step()
             self.ac.update_slow_critic()
+            self.ac.retnorm.commit(return_stats)
         self.updates += 1
         out = {f"loss/{k}": v.detach().mean() for k, v in losses.items()}
         out.update(metrics)
@@ -257,15 +247,11 @@ class Agent:
         result = dict(zip(names, values.cpu().tolist()))
         result["train/updates"] = float(self.updates)
         result["train/skipped"] = 0.0
-        return result
+        return TrainResult(result)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
-        """The context the agent's forward passes run in for ``run.precision``."""
-        return precision_autocast(self.config.run.precision, self.device)
-
-    def _skip(self) -> dict[str, float]:
-        self.skipped_updates += 1
-        return {"train/skipped": 1.0, "train/skipped_updates": float(self.skipped_updates)}
+        """The context the agent's forward passes run in for ``compute.precision``."""
+        return precision_autocast(self.config.compute.precision, self.device)
 
     def weights_finite(self) -> bool:
         """Whether every weight and buffer is finite (checked before each checkpoint)."""
@@ -388,7 +374,6 @@ class Agent:
             "obs_converter": self.obs_converter.to_json() if self.obs_converter else None,
             "act_converter": self.act_converter.to_json() if self.act_converter else None,
             "updates": self.updates,
-            "skipped_updates": self.skipped_updates,
         }
 
     def save(self, directory: str | Path) -> None:
@@ -398,12 +383,12 @@ class Agent:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.state_tensors(), str(directory / WEIGHTS_FILE))
-        (directory / META_FILE).write_text(json.dumps(self.meta(), indent=1))
+        save_file(self.state_tensors(), str(directory / AGENT_WEIGHTS))
+        (directory / AGENT_META).write_text(json.dumps(self.meta(), indent=1))
         write_manifest(directory)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> Agent:
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> DreamerAgent:
         """Load from a checkpoint dir, or from a run dir (its newest checkpoint).
 
         Loading runs no code from the files: weights come through safetensors and the
@@ -412,7 +397,7 @@ class Agent:
         from dreamrl.run.checkpoint import find_agent_dir
 
         directory = find_agent_dir(Path(path))
-        meta = json.loads((directory / META_FILE).read_text())
+        meta = json.loads((directory / AGENT_META).read_text())
         if meta.get("format", 0) > AGENT_FORMAT:
             raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
         config = from_dict(meta["config"])
@@ -421,7 +406,29 @@ class Agent:
         obs_conv = ObsConverter.from_json(meta["obs_converter"]) if meta["obs_converter"] else None
         act_conv = ActionConverter.from_json(meta["act_converter"]) if meta["act_converter"] else None
         agent = cls(config, obs_space, act_space, device, obs_conv, act_conv)
-        agent.load_state_tensors(load_file(str(directory / WEIGHTS_FILE)))
-        agent.updates = int(meta.get("updates", 0))
-        agent.skipped_updates = int(meta.get("skipped_updates", 0))
+        agent.restore(load_file(str(directory / AGENT_WEIGHTS)), meta)
         return agent
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        """Take back what :meth:`save` wrote: every state tensor, and the update count
+        from its meta (``agent.json``). Loading and resuming both come through here."""
+        self.load_state_tensors(tensors)
+        self.updates = int(meta.get("updates", 0))
+
+    def policy_state_tensors(self, state: PolicyState) -> dict[str, torch.Tensor]:
+        """``state`` as the tensors a loop checkpoint holds (``policy.*``)."""
+        latent, action = state
+        return {"policy.deter": latent.deter, "policy.stoch": latent.stoch, "policy.action": action}
+
+    def policy_state_from_tensors(self, tensors: Mapping[str, torch.Tensor]) -> PolicyState | None:
+        """The state :meth:`policy_state_tensors` wrote, on this agent's device; None if absent."""
+        if "policy.deter" not in tensors:
+            return None
+        dev = self.device
+        latent = Latent(tensors["policy.deter"].to(dev), tensors["policy.stoch"].to(dev))
+        return PolicyState(latent, tensors["policy.action"].to(dev))
+
+    def select_rows(self, state: PolicyState, rows: torch.Tensor) -> PolicyState:
+        """The states of envs ``rows`` ``[M]`` of ``state`` ``[N, ...]``."""
+        rows = rows.to(self.device)
+        return PolicyState(Latent(state.latent.deter[rows], state.latent.stoch[rows]), state.action[rows])

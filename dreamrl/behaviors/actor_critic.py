@@ -46,8 +46,31 @@ def lambda_return(
     return torch.stack(rets[::-1], 1)
 
 
+class ReturnStats(NamedTuple):
+    """EMAs of the lower and upper return percentiles, scalars."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+
+@torch.no_grad()
+def advance_return_stats(stats: ReturnStats, returns: torch.Tensor, cfg: RetNormConfig) -> ReturnStats:
+    """The percentile EMAs after one more batch of ``returns`` (any shape); pure."""
+    x = returns.detach().float().flatten()
+    q = torch.quantile(x, torch.tensor([cfg.perclo / 100, cfg.perchi / 100], device=x.device))
+    rate = cfg.rate
+    return ReturnStats(stats.lo * (1 - rate) + rate * q[0], stats.hi * (1 - rate) + rate * q[1])
+
+
+def return_scale(stats: ReturnStats, cfg: RetNormConfig) -> torch.Tensor:
+    """What advantages are divided by: ``max(limit, hi - lo)``."""
+    return torch.clamp(stats.hi - stats.lo, min=cfg.limit)
+
+
 class ReturnNormalizer(nn.Module):
-    """EMA of the 5th and 95th return percentiles; scale ``max(limit, hi - lo)``."""
+    """Holds the return percentiles' EMAs (:class:`ReturnStats`) as buffers, so that
+    they are checkpointed; the losses only read them, and the agent commits new ones
+    after an update has been found finite."""
 
     lo: torch.Tensor
     hi: torch.Tensor
@@ -58,17 +81,22 @@ class ReturnNormalizer(nn.Module):
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
 
+    def current(self) -> ReturnStats:
+        """The statistics as they stand (copies: committing later does not change them)."""
+        return ReturnStats(self.lo.clone(), self.hi.clone())
+
     @torch.no_grad()
+    def commit(self, stats: ReturnStats) -> None:
+        self.lo.copy_(stats.lo)
+        self.hi.copy_(stats.hi)
+
     def update(self, returns: torch.Tensor) -> None:
-        x = returns.detach().float().flatten()
-        q = torch.quantile(x, torch.tensor([self.cfg.perclo / 100, self.cfg.perchi / 100], device=x.device))
-        rate = self.cfg.rate
-        self.lo.mul_(1 - rate).add_(rate * q[0])
-        self.hi.mul_(1 - rate).add_(rate * q[1])
+        """Advance the EMAs by one batch of ``returns`` and keep them."""
+        self.commit(advance_return_stats(self.current(), returns, self.cfg))
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(offset, scale)``; advantages are divided by ``scale``."""
-        return self.lo.clone(), torch.clamp(self.hi - self.lo, min=self.cfg.limit)
+        return self.lo.clone(), return_scale(self.current(), self.cfg)
 
 
 class Imagined(NamedTuple):
@@ -79,22 +107,31 @@ class Imagined(NamedTuple):
     cont: torch.Tensor  # predicted continue probability (discount folded in)
 
 
+class ImagLoss(NamedTuple):
+    """What :func:`imag_loss` gives back."""
+
+    losses: dict[str, torch.Tensor]  # {policy, value: [N, H]}, unscaled
+    returns: torch.Tensor  # lambda-returns [N, H]
+    return_stats: ReturnStats  # the normaliser's statistics with these returns taken in
+    metrics: dict[str, torch.Tensor]
+
+
 def imag_loss(
     traj: Imagined,
     policy: ActionDist,
     value_logits: torch.Tensor,
     slow_logits: torch.Tensor,
     critic: TwoHotHead,
-    retnorm: ReturnNormalizer,
+    return_stats: ReturnStats,
     cfg: AgentConfig,
-    update: bool = True,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
-    """Actor and critic losses ``{policy, value: [N, H]}`` on imagined trajectories,
-    the lambda-returns ``[N, H]`` and metrics.
+) -> ImagLoss:
+    """Actor and critic losses on imagined trajectories; pure (nothing is updated).
 
     ``policy`` is the actor's distribution at every imagined state ``[N, H+1]``;
     ``value_logits`` and ``slow_logits`` ``[N, H+1, bins]`` are the critic's and the
-    slow critic's outputs there.
+    slow critic's outputs there. As in the paper, advantages are divided by the scale of
+    the return statistics *after* this batch's returns are taken in; those statistics
+    come back for the caller to keep once the update has been found finite.
     """
     lcfg = cfg.imag_loss
     with torch.no_grad():
@@ -104,9 +141,8 @@ def imag_loss(
         disc = 1.0 if cfg.contdisc else 1 - 1 / cfg.horizon
         weight = torch.cumprod(disc * traj.cont, 1) / disc  # [N, H+1]
         ret = lambda_return(torch.zeros_like(traj.cont), 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam)
-        if update:
-            retnorm.update(ret)
-        _, scale = retnorm.stats()
+        new_stats = advance_return_stats(return_stats, ret, cfg.retnorm)
+        scale = return_scale(new_stats, cfg.retnorm)
         adv = (ret - tarval[:, :-1]) / scale
     logpi = policy.logp(traj.action)[:, :-1]
     ent = policy.entropy()[:, :-1]
@@ -129,7 +165,7 @@ def imag_loss(
             "imag/con": traj.cont.mean(),
             "imag/weight": weight.mean(),
         }
-    return losses, ret, metrics
+    return ImagLoss(losses, ret, new_stats, metrics)
 
 
 def repl_loss(

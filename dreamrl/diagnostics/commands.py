@@ -71,7 +71,7 @@ def _seeds(agent: Any, seed: int, count: int) -> list[int]:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from dreamrl.agents.dreamer import Agent
+    from dreamrl.agents.dreamer import DreamerAgent as Agent
     from dreamrl.diagnostics import run_diagnostics
     from dreamrl.run.checkpoint import find_agent_dir, load_loop_state
 
@@ -127,7 +127,7 @@ def _parse_actions(agent: Any, args: argparse.Namespace, horizon: int, rng: np.r
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
-    from dreamrl.agents.dreamer import Agent
+    from dreamrl.agents.dreamer import DreamerAgent as Agent
     from dreamrl.diagnostics import whatif, whatif_picture
     from dreamrl.run.checkpoint import find_agent_dir, load_loop_state
 

@@ -112,12 +112,12 @@ def rollout(
 
 
 class WorldModelView:
-    """:class:`ModelView` of an :class:`~dreamrl.agents.dreamer.Agent`'s world model."""
+    """:class:`ModelView` of an :class:`~dreamrl.agents.dreamer.DreamerAgent`'s world model."""
 
     def __init__(self, agent: object):
         self.agent = agent
         self.wm = agent.wm  # type: ignore[attr-defined]
-        # The model is asked in the precision it trains and acts in (run.precision).
+        # The model is asked in the precision it trains and acts in (compute.precision).
         self.precision: Callable[[], contextlib.AbstractContextManager[object]] = getattr(
             agent, "autocast", contextlib.nullcontext
         )

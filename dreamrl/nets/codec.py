@@ -35,7 +35,7 @@ def split_keys(spaces: Mapping[str, Space]) -> tuple[list[str], list[str]]:
 class Encoder(nn.Module):
     """``obs dict [B, T, ...] -> embedding [B, T, E]``."""
 
-    def __init__(self, spaces: Mapping[str, Space], cfg: EncoderConfig):
+    def __init__(self, spaces: Mapping[str, Space], cfg: EncoderConfig, fused: bool = False):
         super().__init__()
         self.image_keys, self.vector_keys = split_keys(spaces)
         self.symlog = cfg.symlog
@@ -53,7 +53,7 @@ class Encoder(nn.Module):
             self.norms = nn.ModuleList()
             for depth in depths:
                 self.convs.append(Conv2d(channels, depth, cfg.kernel))
-                self.norms.append(ChannelNormSiLU(depth))
+                self.norms.append(ChannelNormSiLU(depth, fused=fused))
                 channels = depth
             factor = 2 ** len(depths)
             width += channels * (height // factor) * (wide // factor)
@@ -92,6 +92,7 @@ class Decoder(nn.Module):
         cfg: DecoderConfig,
         deter: int,
         stoch_flat: int,
+        fused: bool = False,
     ):
         super().__init__()
         self.spaces = dict(spaces)
@@ -124,13 +125,13 @@ class Decoder(nn.Module):
                 nn.SiLU(),
                 Linear(2 * cfg.units, cells),
             )
-            self.space_norm = ChannelNormSiLU(self.top)
+            self.space_norm = ChannelNormSiLU(self.top, fused=fused)
             self.convs = nn.ModuleList()
             self.norms = nn.ModuleList()
             channels = self.top
             for depth in reversed(depths[:-1]):
                 self.convs.append(Conv2d(channels, depth, cfg.kernel))
-                self.norms.append(ChannelNormSiLU(depth))
+                self.norms.append(ChannelNormSiLU(depth, fused=fused))
                 channels = depth
             out_channels = sum(spaces[k].shape[-1] for k in self.image_keys)
             self.image_out = Conv2d(channels, out_channels, cfg.kernel, outscale=cfg.outscale)

@@ -1,4 +1,4 @@
-"""Functions run through torch.compile (``run.compile``), with eager as the fallback.
+"""Functions run through torch.compile (``compute.compile``), with eager as the fallback.
 
 On a CPU, many of a train step's kernels are too small for their arithmetic to matter:
 their fixed cost per call does. torch.compile fuses a pure function's element-wise work
@@ -45,6 +45,6 @@ class Compiled(Generic[P, R]):
         except Exception as error:  # a failing compiler, not a failing model: eager gives the same numbers
             self.failed = True
             warnings.warn(
-                f"run.compile: torch.compile failed ({error!r}); running {self.what} eager", stacklevel=2
+                f"compute.compile: torch.compile failed ({error!r}); running {self.what} eager", stacklevel=2
             )
             return self.fn(*args, **kwargs)

@@ -65,7 +65,7 @@ def channel_rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> t
 
 
 # Compiled at its first call into one kernel forward and one backward, instead of some
-# ten passes over the maps each way (``run.compile``; see dreamrl.nets.compiled).
+# ten passes over the maps each way (``compute.compile``; see dreamrl.nets.compiled).
 fused_channel_rms_norm_silu = Compiled(channel_rms_norm_silu, "the CNN's norms")
 
 
@@ -74,14 +74,14 @@ class ChannelNormSiLU(nn.Module):
 
     Around the convolutions these maps are the largest tensors of a step, and the norm's
     element-wise passes over them cost as much as a convolution on a CPU: ``fused``
-    (``run.compile``) runs :func:`fused_channel_rms_norm_silu` instead.
+    (``compute.compile``) runs :func:`fused_channel_rms_norm_silu` instead.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-4):
+    def __init__(self, channels: int, eps: float = 1e-4, fused: bool = False):
         super().__init__()
         self.eps = eps
         self.scale = nn.Parameter(torch.ones(channels))
-        self.fused = False
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:

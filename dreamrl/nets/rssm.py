@@ -109,7 +109,7 @@ class GRUInput(nn.Module):
 class RSSM(nn.Module):
     """Block-GRU RSSM over ``embed`` observation embeddings and ``action_dim`` actions."""
 
-    def __init__(self, cfg: RSSMConfig, embed: int, action_dim: int):
+    def __init__(self, cfg: RSSMConfig, embed: int, action_dim: int, fused: bool = False):
         super().__init__()
         if cfg.obslayers < 1:
             raise ValueError("agent.dyn.rssm.obslayers must be at least 1")
@@ -135,8 +135,8 @@ class RSSM(nn.Module):
         self.post_norm = RMSNorm(h)
         self.post_mlp = mlp(h, cfg.obslayers - 1, h)
         self.post_out = Linear(h, self.stoch_flat, cfg.outscale)
-        # run.compile: observe and imagine run their steps torch.compile'd (step_runner).
-        self.fused = False
+        # compute.compile: observe and imagine run their steps torch.compile'd (step_runner).
+        self.fused = fused
 
     # ------------------------------------------------------------------ pieces
 
@@ -221,7 +221,7 @@ class RSSM(nn.Module):
         :meth:`posterior_deter_weight`, and the sample's draws ``uniform [N, C, S]`` ->
         next ``deter``, ``stoch`` and the posterior's log-probs ``[N, C, S]``.
 
-        Pure (the random draw is an input), so that ``run.compile`` can compile it whole:
+        Pure (the random draw is an input), so that ``compute.compile`` can compile it whole:
         its forward and backward each become a few fused kernels instead of some hundred
         small ones, which is what a small model's step is made of on a CPU.
         """
@@ -240,7 +240,7 @@ class RSSM(nn.Module):
 
     def step_runner(self, method: Literal["filter_step", "prior_step"]) -> Callable[..., StepOut]:
         """``self.filter_step`` or ``self.prior_step`` (``method``) as a rollout runs it:
-        the bound method, or with ``run.compile`` (``fused``) the compiled step.
+        the bound method, or with ``compute.compile`` (``fused``) the compiled step.
 
         The compiled step gets the model's matrix weights already cast to the compute
         dtype, once per rollout here. Left to autocast inside the compiled graph, every

@@ -38,8 +38,8 @@ import numpy as np
 
 from dreamrl.run import aggregate
 from dreamrl.run.logging import LOOP_PARTS, loop_seconds
+from dreamrl.rundir import RunDir
 
-REPORT_FILE = "report.html"
 EVAL_FILE = re.compile(r"eval-(\d+)\.json")  # deterministic results of `dreamrl eval` only
 # The loss terms shown first, in this order; other loss/* keys (reconstruction, one per
 # observation key, and any later term) follow. loss/total mixes scales and is left out.
@@ -133,7 +133,7 @@ def latest_eval(run_dir: Path, records: Sequence[dict[str, Any]], problems: list
     best: EvalEntry | None = None
     files = sorted(
         (int(m.group(1)), p)
-        for p in (run_dir / "eval").glob("eval-*.json")
+        for p in RunDir(run_dir).evals.glob("eval-*.json")
         if (m := EVAL_FILE.fullmatch(p.name))
     )
     for steps, path in reversed(files):
@@ -175,8 +175,9 @@ def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
     runs = []
     for path, label in zip(run_dirs, _labels(run_dirs)):
         problems: list[str] = []
-        config = _read_json(path / "config.json", problems) if (path / "config.json").is_file() else None
-        records = _read_records(path / "metrics.jsonl", problems)
+        files = RunDir(path)
+        config = _read_json(files.config, problems) if files.config.is_file() else None
+        records = _read_records(files.metrics, problems)
         evaluation = latest_eval(path, records, problems)
         runs.append(
             Run(path, label, config if isinstance(config, dict) else {}, records, evaluation, problems)
@@ -275,7 +276,7 @@ def _intro(runs: Sequence[Run], now: str) -> str:
 
     rows = []
     for run in runs:
-        metrics = run.path / "metrics.jsonl"
+        metrics = RunDir(run.path).metrics
         written = (
             datetime.datetime.fromtimestamp(metrics.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M")
             if metrics.is_file()
@@ -486,7 +487,7 @@ def _diagnostics(runs: Sequence[Run]) -> str:
 
     parts = []
     for i, run in enumerate(runs):
-        folder = run.path / "diagnostics"
+        folder = RunDir(run.path).diagnostics
         problems: list[str] = []
         found = _newest_json(folder, problems) if folder.is_dir() else None
         parts.append(f"<h3>{esc(run.label)}</h3>")
@@ -540,7 +541,7 @@ def _rewards(values: list[float], limit: int = 16) -> str:
 def _whatifs(runs: Sequence[Run]) -> str:
     parts = []
     for run in runs:
-        folder = run.path / "whatif"
+        folder = RunDir(run.path).whatif
         parts.append(f"<h3>{esc(run.label)}</h3>")
         files = (
             sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -629,7 +630,7 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Pat
     if not run_dirs:
         raise ValueError("no run dirs given")
     page, lines = build_report(run_dirs)
-    path = out if out is not None else run_dirs[0] / REPORT_FILE
+    path = out if out is not None else RunDir(run_dirs[0]).report
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")

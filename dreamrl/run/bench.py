@@ -2,11 +2,11 @@
 
 Times full train steps (world model plus actor-critic update) after a warm-up, counts
 their floating-point operations with torch's FLOP counter, and measures a large matrix
-product in the same process, in the step's compute precision (``run.precision``), as the
+product in the same process, in the step's compute precision (``compute.precision``), as the
 peak to compare against (the float32 one is always given too). Also times the
 policy (one batched acting step), a replay sample, and the chosen env's steps.
 
-With ``run.codec_chunk`` the backward pass runs the encoder and decoder forward a
+With ``compute.codec_chunk`` the backward pass runs the encoder and decoder forward a
 second time; those FLOPs are counted apart (``gflop_recomputed``) and left out of
 ``gflop_per_step``, so the achieved rate is the model's work per second whatever the
 memory setting.
@@ -141,7 +141,7 @@ def profile_step(step: Callable[[], Any], top: int) -> dict[str, Any]:
 
 
 def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
-    """FLOPs of the encoder and decoder forward passes that ``run.codec_chunk`` runs again
+    """FLOPs of the encoder and decoder forward passes that ``compute.codec_chunk`` runs again
     in the backward pass of a step on ``data`` (0 without chunking). Counted on dummy
     features in no-grad chunks: the count depends on shapes, not values."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -170,7 +170,7 @@ def bench(
     with ``profile=N`` also where a step's time goes (``profile_step``, N operators)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dreamrl.agents.dreamer import Agent
+    from dreamrl.agents.dreamer import DreamerAgent as Agent
     from dreamrl.envs import make_env
     from dreamrl.precision import COMPUTE_DTYPES
     from dreamrl.replay import Replay, step_bytes
@@ -223,11 +223,11 @@ def bench(
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
     peak_f32 = matmul_peak_gflops(device=agent.device)
     # The yardstick of achieved GFLOP/s is a product in the step's own compute dtype.
-    dtype = COMPUTE_DTYPES[config.run.precision]
+    dtype = COMPUTE_DTYPES[config.compute.precision]
     peak = peak_f32 if dtype == torch.float32 else matmul_peak_gflops(device=agent.device, dtype=dtype)
     profiled = profile_step(step, profile) if profile else None
     # Counted last: a step run under the counter's dispatch mode leaves torch.compile'd
-    # code (run.compile) running as slowly as eager code afterwards.
+    # code (compute.compile) running as slowly as eager code afterwards.
     with FlopCounterMode(display=False) as counter:
         agent.train_step(data)
     recomputed = recomputed_flops(agent, data)
@@ -244,7 +244,7 @@ def bench(
         "gflop_per_step": flop / 1e9,
         "gflop_recomputed": recomputed / 1e9,
         "codec_chunk": agent.wm.codec_chunk,
-        "precision": config.run.precision,
+        "precision": config.compute.precision,
         "achieved_gflops": flop / 1e9 / step_s,
         "peak_gflops": peak,
         "peak_gflops_float32": peak_f32,
@@ -270,7 +270,7 @@ def describe(r: dict[str, Any]) -> str:
         f"  train step        {r['train_step_s']:.3f} s  ({r['train_steps_per_s']:.2f} steps/s)",
         f"  FLOPs per step    {r['gflop_per_step']:.1f} GFLOP (torch's FLOP counter)"
         + (
-            f"; another {r['gflop_recomputed']:.1f} recomputed (run.codec_chunk={r['codec_chunk']})"
+            f"; another {r['gflop_recomputed']:.1f} recomputed (compute.codec_chunk={r['codec_chunk']})"
             if r["gflop_recomputed"]
             else ""
         ),

@@ -16,16 +16,20 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-CKPT_DIR = "checkpoints"
-CKPT_NAME = re.compile(r"^ckpt-(\d+)$")
-TMP_PREFIX = ".tmp-ckpt-"
-LOOP_FILE = "loop.json"
-MANIFEST = "manifest.json"
+from dreamrl.rundir import (
+    AGENT_META,
+    CHECKPOINT_NAME,
+    LOOP_STATE,
+    LOOP_TENSORS,
+    MANIFEST,
+    PARTIAL_CHECKPOINT_PREFIX,
+    RunDir,
+)
+
 FORMAT = 1  # checkpoint layout version; readers refuse newer ones
 
 
@@ -51,12 +55,12 @@ def _digest(path: Path) -> str:
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Checkpoint directories ``[(step, path)]``, oldest first (not yet verified)."""
-    root = run_dir / CKPT_DIR
+    root = RunDir(run_dir).checkpoints
     if not root.is_dir():
         return []
     out = []
     for path in root.iterdir():
-        m = CKPT_NAME.match(path.name)
+        m = CHECKPOINT_NAME.match(path.name)
         if m and path.is_dir():
             out.append((int(m[1]), path))
     return sorted(out)
@@ -64,11 +68,11 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def remove_partial_saves(run_dir: Path) -> list[Path]:
     """Delete temporary directories left by saves that never finished (a killed run)."""
-    root = run_dir / CKPT_DIR
+    root = RunDir(run_dir).checkpoints
     removed = []
     if root.is_dir():
         for path in root.iterdir():
-            if path.name.startswith(TMP_PREFIX):
+            if path.name.startswith(PARTIAL_CHECKPOINT_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed
@@ -87,21 +91,21 @@ def save_checkpoint(
 
     Raises :class:`CheckpointError` on a full disk, naming the checkpoint kept.
     """
-    root = run_dir / CKPT_DIR
+    final = RunDir(run_dir).checkpoint(step)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"ckpt-{step:012d}"
-    tmp = root / f"{TMP_PREFIX}{step:012d}-{os.getpid()}"
+    tmp = root / f"{PARTIAL_CHECKPOINT_PREFIX}{step:012d}-{os.getpid()}"
     previous = list_checkpoints(run_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         agent.save(tmp)
-        (tmp / LOOP_FILE).write_text(json.dumps(loop))
+        (tmp / LOOP_STATE).write_text(json.dumps(loop))
         if extra:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous().cpu() for k, v in extra.items()}, str(tmp / "loop.safetensors"))
+            save_file({k: v.contiguous().cpu() for k, v in extra.items()}, str(tmp / LOOP_TENSORS))
         write_manifest(tmp, step)
         if final.exists():
             shutil.rmtree(final)
@@ -182,7 +186,7 @@ def latest_checkpoint(run_dir: Path, skipped: list[str] | None = None) -> Path |
 
 def find_agent_dir(path: Path) -> Path:
     """A checkpoint dir as given (verified), or a run dir's newest good checkpoint."""
-    if (path / "agent.json").is_file():
+    if (path / AGENT_META).is_file():
         verify_checkpoint(path)
         return path
     skipped: list[str] = []
@@ -192,18 +196,18 @@ def find_agent_dir(path: Path) -> Path:
             raise FileNotFoundError(f"{path}: no such run dir or checkpoint")
         reasons = "; ".join(skipped)
         detail = f" ({len(skipped)} damaged: {reasons})" if skipped else ""
-        raise FileNotFoundError(f"{path}: no usable checkpoint found in {path / CKPT_DIR}{detail}")
+        raise FileNotFoundError(f"{path}: no usable checkpoint found in {RunDir(path).checkpoints}{detail}")
     return latest
 
 
 def load_loop_state(ckpt: Path) -> dict[str, Any]:
     """The training loop's counters saved beside the agent."""
-    return json.loads((ckpt / LOOP_FILE).read_text())  # type: ignore[no-any-return]
+    return json.loads((ckpt / LOOP_STATE).read_text())  # type: ignore[no-any-return]
 
 
 def load_loop_tensors(ckpt: Path) -> dict[str, Any]:
     """Tensors the loop saved beside the agent (its policy state), if any."""
-    path = ckpt / "loop.safetensors"
+    path = ckpt / LOOP_TENSORS
     if not path.is_file():
         return {}
     from safetensors.torch import load_file

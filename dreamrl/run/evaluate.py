@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamrl.agents.base import Agent
 from dreamrl.envs import EVAL_STREAM, env_seed
 from dreamrl.envs.base import Env
 from dreamrl.envs.pool import EnvHandle, stack
@@ -51,7 +52,7 @@ def eval_seeds(seed: int, first: int, count: int) -> list[int]:
 
 
 def evaluate(
-    agent: Any,
+    agent: Agent,
     make_env: Callable[[], Env],
     seeds: Sequence[int],
     envs: int = 1,
@@ -117,8 +118,7 @@ def evaluate(
                     next_active.append(i)
                     keep_rows.append(row)
             if state is not None and len(keep_rows) != len(active):
-                rows = torch.as_tensor(keep_rows, dtype=torch.long)
-                state = type(state)(type(state.latent)(*(x[rows] for x in state.latent)), state.action[rows])
+                state = agent.select_rows(state, torch.as_tensor(keep_rows, dtype=torch.long))
             active = next_active
     finally:
         for env in pool:

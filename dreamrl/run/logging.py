@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from dreamrl.rundir import RunDir
+
 # The parts of the training loop whose share of wall time is logged as time/<part>_frac.
 # "env" is the time the loop waits for its envs: all of their stepping when they run
 # inline, and with worker processes only what training did not hide.
@@ -45,7 +46,7 @@ class MetricsLogger:
     """Writes records to ``metrics.jsonl`` and, when available, TensorBoard."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
-        self.path = run_dir / METRICS_FILE
+        self.path = RunDir(run_dir).metrics
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - open for the run, closed by close()
         self._tb: Any = None
         if tensorboard:
@@ -54,7 +55,7 @@ class MetricsLogger:
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
             else:
-                self._tb = SummaryWriter(str(run_dir / "tb"))
+                self._tb = SummaryWriter(str(RunDir(run_dir).tensorboard))
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         record: dict[str, Any] = {"step": int(step)}
@@ -81,7 +82,7 @@ class MetricsLogger:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of a run's ``metrics.jsonl``."""
-    path = run_dir / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

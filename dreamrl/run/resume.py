@@ -1,9 +1,10 @@
 """Resuming a run: what must match, and how the envs are brought back to where they were.
 
-A run dir is resumed only with the config it was made with, up to the settings in
-:data:`RESUMABLE`, and only with an env whose observation and action spaces match the
-checkpoint's; anything else stops before a single file is written, naming each field
-with its old and new value.
+:func:`restore` is the one way back: it restores the agent, the replay, the loop's
+counters and the envs from a checkpoint. A run dir is resumed only with the config it
+was made with, up to the settings in :data:`RESUMABLE`, and only with an env whose
+observation and action spaces match the checkpoint's; anything else stops before a
+single file is written, naming each field with its old and new value.
 
 The envs cannot be saved, but they can be replayed: every training episode starts
 from a seed that is a function of (run seed, env, episode number), and the replay
@@ -17,20 +18,24 @@ the run says so.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
 from dreamrl import config as cfglib
+from dreamrl.agents.base import Agent
 from dreamrl.config import Config, ConfigError
+from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
 from dreamrl.replay import Replay
+from dreamrl.run.checkpoint import load_loop_state, load_loop_tensors
+from dreamrl.run.state import LoopState
+from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
 from dreamrl.spaces import Space
 
-CONFIG_FILE = "config.json"
-
 # Settings that may change when a run is resumed: they shape how long, how fast and
-# how visibly the run goes on, never what it learns (run.compile and run.codec_chunk
+# how visibly the run goes on, never what it learns (compute.compile and compute.codec_chunk
 # change float rounding only).
 RESUMABLE = (
     "run.steps",
@@ -39,9 +44,9 @@ RESUMABLE = (
     "run.eval_every",
     "run.eval_eps",
     "run.eval_envs",
-    "run.threads",
-    "run.compile",
-    "run.codec_chunk",
+    "compute.threads",
+    "compute.compile",
+    "compute.codec_chunk",
     "run.keep_checkpoints",
     "run.env_workers",
     "run.env_timeout",
@@ -54,7 +59,7 @@ RESUMABLE = (
 def check_config(run_dir: Path, config: Config) -> Config | None:
     """The config saved in ``run_dir`` (None for a new run); ConfigError if resuming
     with ``config`` would change anything outside :data:`RESUMABLE`."""
-    path = run_dir / CONFIG_FILE
+    path = RunDir(run_dir).config
     if not path.exists():
         return None
     saved = cfglib.from_dict(json.loads(path.read_text()))
@@ -74,7 +79,7 @@ def check_config(run_dir: Path, config: Config) -> Config | None:
 def check_spaces(ckpt: Path, obs_space: dict[str, Space], act_space: Space) -> None:
     """ConfigError naming every observation/action field that differs from the
     checkpoint's (a different env, or an env that changed)."""
-    meta = json.loads((ckpt / "agent.json").read_text())
+    meta = json.loads((ckpt / AGENT_META).read_text())
     old_obs = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
     old_act = Space.from_json(meta["act_space"])
     changes = []
@@ -133,3 +138,72 @@ def plan_stream(
         float(rewards.sum()),
         len(idx),
     )
+
+
+@dataclass
+class Resumed:
+    """Where a restored run stands: its counters and, when the envs were replayed to the
+    checkpoint, the step to act on next with its policy state and episode statistics."""
+
+    state: LoopState
+    obs: dict[str, np.ndarray] | None = None  # None: the envs start fresh episodes
+    policy_state: Any = None
+    returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO) -> Resumed:
+    """Bring ``agent``, ``replay`` and the envs of ``pool`` back to checkpoint ``ckpt``."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt / AGENT_META).read_text())
+    agent.restore(load_file(str(ckpt / AGENT_WEIGHTS)), meta)
+    state = LoopState.from_json(load_loop_state(ckpt))
+    envs = pool.size
+    if not state.env_episodes:
+        state.env_episodes = [0] * envs
+    loaded = replay.load(until=state.replay.get("count"))
+    replay.restore(state.replay)
+    print(
+        f"Resuming from {ckpt.name}: {state.env_steps:,} env steps, "
+        f"{agent.updates:,} updates, {loaded:,} replay steps loaded.",
+        file=out,
+    )
+    if replay.dropped_chunks:
+        print(f"Discarded {replay.dropped_chunks} replay chunk(s) written after that checkpoint.", file=out)
+    for problem in replay.bad_chunks:
+        print(f"warning: skipped a damaged replay chunk: {problem}", file=out)
+    resumed = Resumed(state, returns=np.zeros(envs), lengths=np.zeros(envs, np.int64))
+    _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt), out)
+    return resumed
+
+
+def _restore_envs(
+    resumed: Resumed, agent: Agent, replay: Replay, pool: EnvPool, tensors: dict[str, Any], out: TextIO
+) -> None:
+    """Replay each env's current episode to where the checkpoint left it, or, where that
+    cannot be done exactly, start every env on a fresh episode."""
+    state = resumed.state
+    keys = list(pool.obs_space)
+    plans = [plan_stream(replay, i, state.env_episodes[i], keys) for i in range(len(state.env_episodes))]
+    policy_state = agent.policy_state_from_tensors(tensors)
+    if all(p is not None for p in plans) and policy_state is not None:
+        try:
+            steps = [
+                pool.fast_forward(i, p.episode, list(p.actions), p.expected)  # type: ignore[union-attr]
+                for i, p in enumerate(plans)
+            ]
+        except ReplayMismatchError as e:
+            print(
+                f"The envs did not replay their episodes exactly ({e}); they start fresh episodes, "
+                "so this run will not match an uninterrupted one step for step.",
+                file=out,
+            )
+        else:
+            resumed.obs = stack(steps)
+            resumed.policy_state = policy_state
+            resumed.returns[:] = [p.reward for p in plans]  # type: ignore[union-attr]
+            resumed.lengths[:] = [p.length for p in plans]  # type: ignore[union-attr]
+            return
+    for i, episodes in enumerate(state.env_episodes):
+        pool.start_fresh(i, episodes)

@@ -1,11 +1,13 @@
 """The training loop: collect, add to replay, train at ``train_ratio``, log, evaluate, save.
 
-``train`` takes factories (an env maker), so tests can hand it a dummy env. Rerunning
-it on the same run dir resumes from the newest good checkpoint (see
-:mod:`dreamrl.run.resume`): weights, optimiser, return normaliser, slow critic, random
-generators, counters, the replay (reconciled with the checkpoint) and the envs
-themselves, replayed to where they were, so that on a CPU the resumed run continues
-exactly as an uninterrupted one would.
+:func:`train` is handed its parts as factories: the envs, the agent, the replay and the
+logger, plus hooks (what to do after an evaluation, when to stop early). It knows the
+agent only through :class:`dreamrl.agents.base.Agent`, so a test can hand it a dummy
+agent and replay, and a new kind of agent needs no change here. Rerunning it on the same
+run dir resumes from the newest good checkpoint (:func:`dreamrl.run.resume.restore`):
+weights, optimiser, return normaliser, slow critic, random generators, counters, the
+replay (reconciled with the checkpoint) and the envs themselves, replayed to where they
+were, so that on a CPU the resumed run continues exactly as an uninterrupted one would.
 
 What stops a run, with a message naming the cause (:class:`RunError`): a non-finite
 observation, reward or action; ``run.skip_limit`` updates in a row skipped for a
@@ -23,68 +25,113 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, Protocol, TextIO
 
 import numpy as np
-import torch
 
-from dreamrl.agents.dreamer import Agent, PolicyState
+from dreamrl.agents import make_agent as make_default_agent
+from dreamrl.agents.base import Agent
 from dreamrl.config import Config, to_dict
 from dreamrl.envs import TRAIN_STREAM, episode_seed, make_env
 from dreamrl.envs.base import Env
-from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
-from dreamrl.nets.rssm import Latent
+from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.envs.pool import EnvPool
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
-from dreamrl.run.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_loop_state,
-    load_loop_tensors,
-    remove_partial_saves,
-    save_checkpoint,
-)
+from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_partial_saves, save_checkpoint
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import eval_seeds, evaluate
+from dreamrl.run.evaluate import EvalResult, eval_seeds, evaluate
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
 from dreamrl.run.progress import Progress
-from dreamrl.spaces import STEP_KEYS, replay_spaces
+from dreamrl.run.state import LoopState
+from dreamrl.rundir import RunDir
+from dreamrl.spaces import STEP_KEYS, Space, replay_spaces
 
-CONFIG_FILE = resumelib.CONFIG_FILE
 # (config, seed, mode) -> env, as make_env: mode is 'train' for the envs that collect and
 # 'eval' for evaluation's (DMC's env.dmc.eval_distractor applies to those).
 EnvMaker = Callable[[Config, "int | None", str], Env]
 
 
-@dataclass
-class LoopState:
-    """Counters of the loop, saved with every checkpoint."""
+class AgentMaker(Protocol):
+    """Builds the agent for the envs' spaces (as :func:`dreamrl.agents.make_agent`)."""
 
-    env_steps: int = 0
-    train_start: int = -1  # env step at which the replay first filled a batch
-    updates: int = 0
-    episodes: int = 0
-    eval_episodes: int = 0  # evaluation episodes run so far: the next seeds' offset
-    last_eval: int = 0
-    elapsed: float = 0.0
-    last_return: float = float("nan")
-    last_eval_return: float = float("nan")
-    env_episodes: list[int] = field(default_factory=list)  # episodes started per env
-    replay: dict[str, Any] = field(default_factory=dict)
+    def __call__(
+        self,
+        config: Config,
+        obs_space: Mapping[str, Space],
+        act_space: Space,
+        obs_converter: ObsConverter | None = None,
+        act_converter: ActionConverter | None = None,
+    ) -> Agent: ...
 
 
-def updates_due(state: LoopState, config: Config) -> int:
-    """Train steps owed so that replayed steps / env steps tracks ``train_ratio``."""
+# (config, replay spaces, directory) -> the replay the loop fills and samples.
+ReplayMaker = Callable[[Config, dict[str, Space], Path], Replay]
+
+
+class Logger(Protocol):
+    """Where the loop's metrics go: one record per call, each with its env step."""
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+LoggerMaker = Callable[[Path], Logger]
+# Called after each periodic evaluation with (agent, its result, env step); what it
+# returns is logged at that step. The CLI hands in the diagnostics this way.
+EvalHook = Callable[[Agent, EvalResult, int], "Mapping[str, float] | None"]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the loop is asked to do besides training."""
+
+    after_eval: Sequence[EvalHook] = ()
+    # Asked after each evaluation; True ends the run there (a benchmark's early exit).
+    stop: Callable[[LoopState], bool] | None = None
+    # Whether the hooks need the evaluation's episodes recorded (diagnostics do).
+    record_episodes: bool = False
+
+
+class Trained(NamedTuple):
+    """What :func:`train` gives back: the loop's final counters and the trained agent."""
+
+    state: LoopState
+    agent: Agent
+
+    @property
+    def updates(self) -> int:
+        return self.agent.updates
+
+
+def make_replay(config: Config, spaces: dict[str, Space], directory: Path) -> Replay:
+    """The on-disk sequence replay of ``config.replay`` for ``config.run.envs`` streams."""
+    return Replay(
+        spaces,
+        replay_capacity(config),
+        config.run.envs,
+        config.batch_length,
+        config.replay.online,
+        config.replay.chunksize,
+        directory,
+        config.seed,
+    )
+
+
+def updates_due(state: LoopState, updates: int, config: Config) -> int:
+    """Train steps owed so that replayed steps / env steps tracks ``train_ratio``, with
+    ``updates`` applied so far (skipped ones count as done: they were attempted)."""
     if state.train_start < 0:
         return 0
     per_step = config.run.train_ratio / (config.batch_size * config.batch_length)
     owed = 1 + math.floor((state.env_steps - state.train_start) * per_step)
-    return max(0, owed - state.updates)
+    return max(0, owed - updates - state.skipped_updates)
 
 
 def replay_capacity(config: Config) -> int:
@@ -93,25 +140,27 @@ def replay_capacity(config: Config) -> int:
     return int(min(config.replay.size, config.run.steps + slack))
 
 
-def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
-    return maker(config, seed, "train")
-
-
 def train(
     config: Config,
     run_dir: str | Path,
-    maker: EnvMaker = make_env,
+    make_env: EnvMaker = make_env,
+    make_agent: AgentMaker = make_default_agent,
+    make_replay: ReplayMaker = make_replay,
+    make_logger: LoggerMaker = MetricsLogger,
+    hooks: Hooks = Hooks(),
     out: TextIO = sys.stdout,
     progress: bool = True,
-    stop: Callable[[LoopState], bool] | None = None,
-) -> LoopState:
+) -> Trained:
     """Train (or resume training) ``config`` in ``run_dir`` until ``run.steps``, or until
-    ``stop(state)`` says so after an evaluation (a benchmark's early exit)."""
+    ``hooks.stop(state)`` says so after an evaluation.
+
+    Every check (config against the saved one, spaces against the checkpoint, the
+    replay's size against memory and disk) runs before anything is written."""
     run_dir = Path(run_dir)
-    resumelib.check_config(run_dir, config)  # before anything is written
+    resumelib.check_config(run_dir, config)
     run = config.run
     factories = [
-        functools.partial(_env_factory, maker, config, episode_seed(config.seed, TRAIN_STREAM, i, 0))
+        functools.partial(_env_factory, make_env, config, episode_seed(config.seed, TRAIN_STREAM, i, 0))
         for i in range(run.envs)
     ]
     pool = EnvPool(
@@ -124,9 +173,52 @@ def train(
     )
     try:
         with stop_on_signals() as interrupt:
-            return Trainer(config, run_dir, pool, maker, out, progress, interrupt).run(stop)
+            agent = make_agent(config, pool.obs_space, pool.act_space, pool.obs_converter, pool.act_converter)
+            ckpt = _find_checkpoint(run_dir, out)
+            if ckpt is not None:
+                resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)
+            spaces = replay_spaces(pool.obs_space, pool.act_space)
+            files = RunDir(run_dir)
+            check_capacity(spaces, replay_capacity(config), files.replay)
+            # Every check has passed: only now does anything get written.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            files.config.write_text(json.dumps(to_dict(config), indent=1))
+            for path in remove_partial_saves(run_dir):
+                print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
+            replay = make_replay(config, spaces, files.replay)
+            if ckpt is not None:
+                resumed = resumelib.restore(ckpt, agent, replay, pool, out)
+            else:
+                resumed = resumelib.Resumed(
+                    LoopState(env_episodes=[0] * run.envs),
+                    returns=np.zeros(run.envs),
+                    lengths=np.zeros(run.envs, np.int64),
+                )
+            _describe(config, agent, pool, replay, out)
+            parts = LoopParts(pool, agent, replay, make_logger(run_dir), make_env)
+            state = Trainer(config, run_dir, parts, hooks, resumed, out, progress, interrupt).run()
+            return Trained(state, agent)
     finally:
         pool.close()
+
+
+def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
+    return maker(config, seed, "train")
+
+
+def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
+    """The newest checkpoint that verifies, saying which damaged ones were passed over."""
+    skipped: list[str] = []
+    ckpt = latest_checkpoint(run_dir, skipped)
+    for reason in skipped:
+        print(f"warning: skipping a damaged checkpoint: {reason}", file=out)
+    if ckpt is None and skipped:
+        raise RunError(
+            f"{run_dir}: every checkpoint is damaged ({len(skipped)}); move the run dir away to start over"
+        )
+    if ckpt is not None and skipped:
+        print(f"Falling back to {ckpt.name}, the newest checkpoint that verifies.", file=out)
+    return ckpt
 
 
 def time_split(seconds: dict[str, float], wall: float) -> dict[str, float]:
@@ -149,8 +241,18 @@ def resident_mb() -> tuple[float, float]:
     return now_mb, max(now_mb, peak_mb)  # read a moment apart: the process may have grown
 
 
+class LoopParts(NamedTuple):
+    """What the loop drives, built by :func:`train` from its factories."""
+
+    pool: EnvPool
+    agent: Agent
+    replay: Replay
+    logger: Logger
+    make_env: EnvMaker  # for evaluation's envs
+
+
 class Trainer:
-    """One training session over a run dir: owns the agent, replay, logger and clocks.
+    """One training session over a run dir, on parts built for it.
 
     Each method is one concern of the loop; :meth:`run` strings them together.
     """
@@ -159,58 +261,28 @@ class Trainer:
         self,
         config: Config,
         run_dir: Path,
-        pool: EnvPool,
-        maker: EnvMaker,
+        parts: LoopParts,
+        hooks: Hooks,
+        resumed: resumelib.Resumed,
         out: TextIO,
         progress: bool,
         interrupt: StopRequest,
     ):
-        self.config, self.run_dir, self.pool, self.maker, self.out = config, run_dir, pool, maker, out
+        self.config, self.run_dir, self.hooks, self.out = config, run_dir, hooks, out
+        self.pool, self.agent, self.replay, self.logger = parts.pool, parts.agent, parts.replay, parts.logger
+        self.make_env = parts.make_env
         self.interrupt = interrupt  # checked between steps: a stop signal becomes KeyboardInterrupt there
-        run = config.run
-        self.agent = Agent(
-            config,
-            pool.obs_space,
-            pool.act_space,
-            obs_converter=pool.obs_converter,
-            act_converter=pool.act_converter,
-        )
-        spaces = replay_spaces(pool.obs_space, pool.act_space)
-        self.ckpt = self._find_checkpoint()
-        if self.ckpt is not None:
-            resumelib.check_spaces(self.ckpt, pool.obs_space, pool.act_space)
-        check_capacity(spaces, replay_capacity(config), run_dir / "replay")
-        # Every check has passed: only now does anything get written.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=1))
-        for path in remove_partial_saves(run_dir):
-            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
-        self.replay = Replay(
-            spaces,
-            replay_capacity(config),
-            run.envs,
-            config.batch_length,
-            config.replay.online,
-            config.replay.chunksize,
-            run_dir / "replay",
-            config.seed,
-        )
-        self.state = LoopState(env_episodes=[0] * run.envs)
-        self.returns = np.zeros(run.envs)
-        self.lengths = np.zeros(run.envs, np.int64)
-        self.policy_state: PolicyState | None = None
-        self.obs: dict[str, np.ndarray] | None = None  # the next step to act on, once resumed
+        self.state = resumed.state
+        self.returns, self.lengths = resumed.returns, resumed.lengths
+        self.policy_state: Any = resumed.policy_state
+        self.obs: dict[str, np.ndarray] | None = resumed.obs  # the next step to act on, once resumed
         self.skipped_in_row = 0
-        if self.ckpt is not None:
-            self._resume(self.ckpt)
-        _describe(config, self.agent, pool, self.replay, out)
-        self.logger = MetricsLogger(run_dir)
         self.train_mean, self.episode_mean = Mean(), Mean()
-        self.bar = Progress(run.steps, self.state.env_steps, enabled=progress, out=out)
+        self.bar = Progress(config.run.steps, self.state.env_steps, enabled=progress, out=out)
         self.session_start = time.time()
         self.elapsed_before = self.state.elapsed
         self.last_log = self.last_save = time.time()
-        self.log_mark = (self.state.env_steps, self.state.updates)
+        self.log_mark = (self.state.env_steps, self.agent.updates)
         # Seconds per loop part since the last log, and over this session.
         self.busy: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
         self.busy_session: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
@@ -225,78 +297,6 @@ class Trainer:
             seconds = time.perf_counter() - start
             self.busy[part] += seconds
             self.busy_session[part] += seconds
-
-    # ------------------------------------------------------------------ resuming
-
-    def _find_checkpoint(self) -> Path | None:
-        skipped: list[str] = []
-        ckpt = latest_checkpoint(self.run_dir, skipped)
-        for reason in skipped:
-            print(f"warning: skipping a damaged checkpoint: {reason}", file=self.out)
-        if ckpt is None and skipped:
-            raise RunError(
-                f"{self.run_dir}: every checkpoint is damaged ({len(skipped)}); "
-                "move the run dir away to start over"
-            )
-        if ckpt is not None and skipped:
-            print(f"Falling back to {ckpt.name}, the newest checkpoint that verifies.", file=self.out)
-        return ckpt
-
-    def _resume(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.agent.load_state_tensors(load_file(str(ckpt / "agent.safetensors")))
-        meta = json.loads((ckpt / "agent.json").read_text())
-        self.agent.updates = int(meta["updates"])
-        self.agent.skipped_updates = int(meta.get("skipped_updates", 0))
-        self.state = LoopState(**load_loop_state(ckpt))
-        if not self.state.env_episodes:
-            self.state.env_episodes = [0] * self.config.run.envs
-        loaded = self.replay.load(until=self.state.replay.get("count"))
-        self.replay.restore(self.state.replay)
-        print(
-            f"Resuming from {ckpt.name}: {self.state.env_steps:,} env steps, "
-            f"{self.state.updates:,} updates, {loaded:,} replay steps loaded.",
-            file=self.out,
-        )
-        if self.replay.dropped_chunks:
-            print(
-                f"Discarded {self.replay.dropped_chunks} replay chunk(s) written after that checkpoint.",
-                file=self.out,
-            )
-        for problem in self.replay.bad_chunks:
-            print(f"warning: skipped a damaged replay chunk: {problem}", file=self.out)
-        self._restore_envs(load_loop_tensors(ckpt))
-
-    def _restore_envs(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Replay each env's current episode to where the checkpoint left it."""
-        keys = list(self.pool.obs_space)
-        plans = [
-            resumelib.plan_stream(self.replay, i, self.state.env_episodes[i], keys)
-            for i in range(self.config.run.envs)
-        ]
-        if all(p is not None for p in plans) and "policy.deter" in tensors:
-            try:
-                steps = [
-                    self.pool.fast_forward(i, p.episode, list(p.actions), p.expected)  # type: ignore[union-attr]
-                    for i, p in enumerate(plans)
-                ]
-            except ReplayMismatchError as e:
-                print(
-                    f"The envs did not replay their episodes exactly ({e}); they start fresh episodes, "
-                    "so this run will not match an uninterrupted one step for step.",
-                    file=self.out,
-                )
-            else:
-                self.obs = stack(steps)
-                dev = self.agent.device
-                latent = Latent(tensors["policy.deter"].to(dev), tensors["policy.stoch"].to(dev))
-                self.policy_state = PolicyState(latent, tensors["policy.action"].to(dev))
-                self.returns[:] = [p.reward for p in plans]  # type: ignore[union-attr]
-                self.lengths[:] = [p.length for p in plans]  # type: ignore[union-attr]
-                return
-        for i, episodes in enumerate(self.state.env_episodes):
-            self.pool.start_fresh(i, episodes)
 
     # ------------------------------------------------------------------ the loop
 
@@ -329,19 +329,22 @@ class Trainer:
         state, batch_size = self.state, self.config.batch_size
         if state.train_start < 0 and self.replay.ready(batch_size):
             state.train_start = state.env_steps
-        for _ in range(updates_due(state, self.config)):
+        for _ in range(updates_due(state, self.agent.updates, self.config)):
             self.interrupt.check()  # a resumed run may owe many: answer a stop between them
-            metrics = self.agent.train_step(self.replay.sample(batch_size))
-            self.train_mean.add(metrics)
-            state.updates += 1
+            result = self.agent.train_step(self.replay.sample(batch_size))
+            self.train_mean.add(result.metrics)
             every = self.config.run.release_every
-            if every and state.updates % every == 0:
+            if every and (self.agent.updates + state.skipped_updates) % every == 0:
                 release_free_memory()
-            self.skipped_in_row = self.skipped_in_row + 1 if metrics["train/skipped"] else 0
+            if result.applied:
+                self.skipped_in_row = 0
+                continue
+            state.skipped_updates += 1
+            self.skipped_in_row += 1
             if self.skipped_in_row >= self.config.run.skip_limit:
                 raise RunError(
                     f"{self.skipped_in_row} updates in a row had a non-finite "
-                    f"{', '.join(self.agent.nonfinite)} (loss term, or the gradient) at env step "
+                    f"{', '.join(result.nonfinite)} (loss term, or the gradient) at env step "
                     f"{state.env_steps:,}; stopping (run.skip_limit={self.config.run.skip_limit})"
                 )
 
@@ -350,9 +353,10 @@ class Trainer:
         dt = max(now - self.last_log, 1e-9)
         metrics = {**self.train_mean.result(), **self.episode_mean.result()}
         metrics["fps/env"] = (self.state.env_steps - steps) / dt
-        metrics["fps/train"] = (self.state.updates - updates) / dt
+        metrics["fps/train"] = (self.agent.updates - updates) / dt
         metrics["replay/steps"] = float(len(self.replay))
         metrics["env/restarts"] = float(self.pool.restarts)
+        metrics["train/skipped_updates"] = float(self.state.skipped_updates)
         metrics["replay/bad_chunks"] = float(len(getattr(self.replay, "bad_chunks", [])))
         metrics["time/elapsed"] = self.elapsed()
         for part, frac in time_split(self.busy, dt).items():
@@ -360,7 +364,7 @@ class Trainer:
         self.busy = dict.fromkeys(LOOP_PARTS, 0.0)
         metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
         self.logger.write(self.state.env_steps, metrics)
-        self.last_log, self.log_mark = now, (self.state.env_steps, self.state.updates)
+        self.last_log, self.log_mark = now, (self.state.env_steps, self.agent.updates)
 
     def evaluate(self) -> None:
         """The deterministic policy on the next fresh evaluation seeds."""
@@ -372,13 +376,13 @@ class Trainer:
         # and the next train step, on released memory, so neither lands on the other's leftovers.
         if run.release_every:
             release_free_memory()
-        maker = functools.partial(self.maker, self.config, None, "eval")
+        maker = functools.partial(self.make_env, self.config, None, "eval")
         result = evaluate(
             self.agent,
             maker,
             seeds,
             run.eval_envs,
-            record=run.diagnose,
+            record=self.hooks.record_episodes,
             workers=run.env_workers,
             timeout=run.env_timeout,
             check=self.interrupt.check,
@@ -401,30 +405,13 @@ class Trainer:
             f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
             f"over {len(result.returns)} episodes"
         )
-        if run.diagnose:
-            self.diagnose(result.episodes)
+        for hook in self.hooks.after_eval:
+            metrics = hook(self.agent, result, state.env_steps)
+            if metrics:
+                self.logger.write(state.env_steps, metrics)
         del result  # its recorded episodes, so that the release below frees them too
         if run.release_every:
             release_free_memory()
-
-    def diagnose(self, episodes: list[dict[str, np.ndarray]]) -> None:
-        """World-model diagnostics on the evaluation's episodes, logged and written."""
-        from dreamrl.diagnostics import run_diagnostics
-
-        d = run_diagnostics(self.agent, episodes, self.run_dir / "diagnostics", self.state.env_steps)
-        if d is None:
-            return  # every episode was shorter than one window
-        metrics = {
-            "diag/kl_1": d["kl"][0],
-            "diag/kl_H": d["kl"][-1],
-            "diag/reward_error_1": d["reward_error"][0],
-            "diag/reward_error_H": d["reward_error"][-1],
-            "diag/continue_error_H": d["continue_error"][-1],
-            "diag/drift_H": d["drift"][-1],
-            "diag/latent_perplexity": d["latent_perplexity"],
-        }
-        metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
-        self.logger.write(self.state.env_steps, metrics)
 
     def save(self) -> None:
         """Checkpoint everything a resume needs; weights that are not finite never are."""
@@ -439,8 +426,7 @@ class Trainer:
         self.state.replay = self.replay.state()
         extra = {}
         if self.policy_state is not None:
-            latent, action = self.policy_state
-            extra = {"policy.deter": latent.deter, "policy.stoch": latent.stoch, "policy.action": action}
+            extra = self.agent.policy_state_tensors(self.policy_state)
         keep = self.config.run.keep_checkpoints
         save_checkpoint(self.run_dir, self.state.env_steps, self.agent, asdict(self.state), keep, extra)
         self.last_save = time.time()
@@ -456,9 +442,9 @@ class Trainer:
         self.pool.last_errors.clear()
         return obs
 
-    def run(self, stop: Callable[[LoopState], bool] | None = None) -> LoopState:
-        """Collect, train, log, evaluate and save until ``run.steps`` (or ``stop``)."""
-        run, state = self.config.run, self.state
+    def run(self) -> LoopState:
+        """Collect, train, log, evaluate and save until ``run.steps`` (or ``hooks.stop``)."""
+        run, state, stop = self.config.run, self.state, self.hooks.stop
         actions = np.zeros((run.envs, *self.pool.act_space.shape), self.pool.act_space.dtype)
         try:
             with self.timed("env"):
@@ -507,7 +493,7 @@ class Trainer:
     def _summary(self) -> None:
         state, out = self.state, self.out
         print(
-            f"Done: {state.env_steps:,} env steps, {state.updates:,} updates in "
+            f"Done: {state.env_steps:,} env steps, {self.agent.updates:,} updates in "
             f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
             file=out,
         )
@@ -515,7 +501,8 @@ class Trainer:
         notes = {"env": " (waiting for the envs)"}
         parts = ", ".join(f"{part} {100 * frac:.0f}%{notes.get(part, '')}" for part, frac in split.items())
         print(f"Wall time of this session: {parts}.", file=out)
-        print(f"Logs: {self.run_dir / 'metrics.jsonl'} (TensorBoard: {self.run_dir / 'tb'})", file=out)
+        run = RunDir(self.run_dir)
+        print(f"Logs: {run.metrics} (TensorBoard: {run.tensorboard})", file=out)
         print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
-from dreamrl.config import AgentConfig
+from dreamrl.config import AgentConfig, ComputeConfig
 from dreamrl.nets import distributions as D
 from dreamrl.nets.codec import Decoder, Encoder
 from dreamrl.nets.heads import BinaryHead, TwoHotHead
@@ -53,7 +53,7 @@ def in_chunks(fn: Callable[..., Out], chunk: int, *args: torch.Tensor | dict[str
     first = args[0]
     n = len(next(iter(first.values()))) if isinstance(first, dict) else len(first)
     # Early stop would end a recomputation by raising inside it, through compiled code
-    # (run.compile) that must not take it for a failure; each chunk is recomputed whole.
+    # (compute.compile) that must not take it for a failure; each chunk is recomputed whole.
     with set_checkpoint_early_stop(False):
         parts = [
             checkpoint(fn, *(rows(a, start) for a in args), use_reentrant=False)
@@ -67,20 +67,28 @@ def in_chunks(fn: Callable[..., Out], chunk: int, *args: torch.Tensor | dict[str
 class WorldModel(nn.Module):
     """Everything learned from real experience: the model of the environment."""
 
-    def __init__(self, obs_space: Mapping[str, Space], act_space: Space, cfg: AgentConfig):
+    def __init__(
+        self,
+        obs_space: Mapping[str, Space],
+        act_space: Space,
+        cfg: AgentConfig,
+        compute: ComputeConfig | None = None,
+    ):
         super().__init__()
+        compute = compute or ComputeConfig(compile=False)
         self.cfg = cfg
         self.obs_space = dict(obs_space)
         rssm_cfg = cfg.dyn.rssm
-        self.encoder = Encoder(obs_space, cfg.enc.simple)
-        self.rssm = RSSM(rssm_cfg, self.encoder.out_dim, action_width(act_space))
+        fused = compute.compile
+        self.encoder = Encoder(obs_space, cfg.enc.simple, fused=fused)
+        self.rssm = RSSM(rssm_cfg, self.encoder.out_dim, action_width(act_space), fused=fused)
         feat = rssm_cfg.deter + rssm_cfg.stoch * rssm_cfg.classes
         self.feat_dim = feat
-        self.decoder = Decoder(obs_space, cfg.dec.simple, rssm_cfg.deter, self.rssm.stoch_flat)
+        self.decoder = Decoder(obs_space, cfg.dec.simple, rssm_cfg.deter, self.rssm.stoch_flat, fused=fused)
         self.reward = TwoHotHead(feat, cfg.rewhead)
         self.cont = BinaryHead(feat, cfg.conhead)
-        # Frames per encoder/decoder chunk in :meth:`loss` (``run.codec_chunk``); 0: all.
-        self.codec_chunk = 0
+        # Frames per encoder/decoder chunk in :meth:`loss` (``compute.codec_chunk``); 0: all.
+        self.codec_chunk = compute.codec_chunk
 
     def _reconstruction_losses(
         self, deter: torch.Tensor, stoch: torch.Tensor, obs: dict[str, torch.Tensor]

@@ -1,0 +1,85 @@
+"""What the training loop, evaluation and checkpoints ask of an agent: :class:`Agent`.
+
+The loop knows nothing else about an agent. It acts through :meth:`Agent.policy` with
+the recurrent state carried explicitly, trains through :meth:`Agent.train_step`, and
+checkpoints through :meth:`Agent.save` / :meth:`Agent.restore` and the policy-state
+tensors. A new agent (another world model, a planner, a model-free baseline) is a new
+class with these methods, built by a factory the loop is handed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from dreamrl.config import Config
+from dreamrl.spaces import Space
+
+
+class TrainResult(NamedTuple):
+    """The outcome of one train step.
+
+    ``nonfinite`` names what was not finite (loss terms, or ``gradient``) when the update
+    was skipped to keep the weights finite; it is empty when the update was applied.
+    """
+
+    metrics: dict[str, float]
+    nonfinite: tuple[str, ...] = ()
+
+    @property
+    def applied(self) -> bool:
+        return not self.nonfinite
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """An agent as the loop uses it. Its policy state is the agent's own type; the loop
+    only passes it back, checkpoints it through :meth:`policy_state_tensors`, and keeps
+    the rows of envs still running through :meth:`select_rows`."""
+
+    config: Config
+    obs_space: dict[str, Space]
+    act_space: Space
+    device: torch.device
+    updates: int  # updates applied so far: the run's one update counter
+
+    def policy(
+        self, obs: Mapping[str, np.ndarray], state: Any, deterministic: bool = False
+    ) -> tuple[np.ndarray, Any]:
+        """Actions ``[N, ...]`` in dreamrl's env format for step dicts ``{key: [N, ...]}``
+        (with ``is_first``), and the next state; ``state=None`` starts every env afresh."""
+        ...
+
+    def train_step(self, data: Mapping[str, np.ndarray]) -> TrainResult:
+        """One update on a replay batch ``{key: [B, T, ...]}``."""
+        ...
+
+    def weights_finite(self) -> bool:
+        """Whether every weight is finite (a checkpoint is never written otherwise)."""
+        ...
+
+    def param_count(self) -> int: ...
+
+    def save(self, directory: Path) -> None:
+        """Write the agent into a checkpoint directory."""
+        ...
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        """Take back the state :meth:`save` wrote (its tensors and its JSON meta)."""
+        ...
+
+    def policy_state_tensors(self, state: Any) -> dict[str, torch.Tensor]:
+        """A policy state as named tensors, for the loop's checkpoint."""
+        ...
+
+    def policy_state_from_tensors(self, tensors: Mapping[str, torch.Tensor]) -> Any:
+        """The policy state :meth:`policy_state_tensors` wrote, or None if it is absent."""
+        ...
+
+    def select_rows(self, state: Any, rows: torch.Tensor) -> Any:
+        """The state of the envs ``rows`` only (evaluation drops envs that finished)."""
+        ...

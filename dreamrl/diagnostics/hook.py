@@ -1,0 +1,54 @@
+"""Diagnostics after each evaluation of a training run, as a hook the loop is handed.
+
+The loop (:mod:`dreamrl.run.train`) knows nothing of diagnostics: ``dreamrl train``
+passes :func:`training_hooks`, which runs :func:`~dreamrl.diagnostics.run_diagnostics`
+on the evaluation's episodes (never trained on), writes them into the run dir and
+returns the headline figures for the metrics log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dreamrl.agents.base import Agent
+from dreamrl.config import Config
+from dreamrl.run.evaluate import EvalResult
+from dreamrl.run.state import LoopState
+from dreamrl.run.train import Hooks
+from dreamrl.rundir import RunDir
+
+
+def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, float] | None]:
+    """The hook: diagnostics of ``agent`` on ``result``'s episodes, written under
+    ``run_dir``; their headline figures as ``diag/*`` metrics."""
+
+    def hook(agent: Agent, result: EvalResult, step: int) -> dict[str, float] | None:
+        from dreamrl.diagnostics import run_diagnostics
+
+        d = run_diagnostics(agent, result.episodes, RunDir(run_dir).diagnostics, step)
+        if d is None:
+            return None  # every episode was shorter than one window
+        metrics = {
+            "diag/kl_1": d["kl"][0],
+            "diag/kl_H": d["kl"][-1],
+            "diag/reward_error_1": d["reward_error"][0],
+            "diag/reward_error_H": d["reward_error"][-1],
+            "diag/continue_error_H": d["continue_error"][-1],
+            "diag/drift_H": d["drift"][-1],
+            "diag/latent_perplexity": d["latent_perplexity"],
+        }
+        metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
+        return metrics
+
+    return hook
+
+
+def training_hooks(
+    config: Config, run_dir: str | Path, stop: Callable[[LoopState], bool] | None = None
+) -> Hooks:
+    """What ``dreamrl train`` runs beside the loop: diagnostics after each evaluation when
+    ``run.diagnose`` is on, and ``stop`` (a benchmark's early exit)."""
+    if not config.run.diagnose:
+        return Hooks(stop=stop)
+    return Hooks(after_eval=(after_eval(Path(run_dir)),), stop=stop, record_episodes=True)

@@ -1,0 +1,113 @@
+"""Every path of a run dir and of the checkpoints inside it; no other module spells them.
+
+A run dir is what ``dreamrl train --logdir DIR`` writes::
+
+    DIR/config.json                  the resolved config (what a resume must match)
+    DIR/metrics.jsonl                one JSON object a line, each with ``step``
+    DIR/tb/                          the same metrics for TensorBoard
+    DIR/replay/                      replay chunks, ``{stream}-{start}-{length}.npz``
+    DIR/checkpoints/ckpt-<step>/     agent.json, agent.safetensors, loop.json,
+                                     loop.safetensors, manifest.json (written last)
+    DIR/eval/eval-<step>.json        results of ``dreamrl eval``
+    DIR/diagnostics/                 diagnose-<step>.json and its pictures
+    DIR/whatif/                      counterfactuals of ``dreamrl whatif``
+    DIR/report.html                  ``dreamrl report``'s page
+
+:meth:`RunDir.of` finds the run dir from either a run dir or one of its checkpoint dirs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tb"
+REPLAY = "replay"
+CHECKPOINTS = "checkpoints"
+EVALS = "eval"
+DIAGNOSTICS = "diagnostics"
+WHATIF = "whatif"
+REPORT = "report.html"
+
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
+PARTIAL_CHECKPOINT_PREFIX = ".tmp-ckpt-"  # a save in progress, renamed into place when whole
+AGENT_META = "agent.json"
+AGENT_WEIGHTS = "agent.safetensors"
+LOOP_STATE = "loop.json"
+LOOP_TENSORS = "loop.safetensors"
+MANIFEST = "manifest.json"
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory name of the checkpoint at env step ``step``."""
+    return f"ckpt-{step:012d}"
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """Whether ``path`` holds an agent as a checkpoint does (it may still be damaged)."""
+    return (path / AGENT_META).is_file()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run dir (none of them need exist yet)."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, path: str | Path) -> RunDir | None:
+        """The run dir ``path`` is, or the one a checkpoint dir ``path`` sits in; None
+        for a checkpoint outside any run dir, or a path that is neither."""
+        path = Path(path)
+        if is_checkpoint_dir(path):
+            path = path.parent.parent
+        run = cls(path)
+        return run if run.config.is_file() else None
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def replay(self) -> Path:
+        return self.path / REPLAY
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def evals(self) -> Path:
+        return self.path / EVALS
+
+    @property
+    def diagnostics(self) -> Path:
+        return self.path / DIAGNOSTICS
+
+    @property
+    def whatif(self) -> Path:
+        return self.path / WHATIF
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / checkpoint_name(step)
+
+    def eval_result(self, env_steps: int, stochastic: bool = False) -> Path:
+        """Where ``dreamrl eval`` saves its summary of the checkpoint at ``env_steps``; a
+        stochastic evaluation never overwrites a deterministic one."""
+        suffix = "-stochastic" if stochastic else ""
+        return self.evals / f"eval-{env_steps}{suffix}.json"
