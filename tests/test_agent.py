@@ -59,7 +59,7 @@ def obs_batch(agent: Agent, n: int, first: bool, seed: int = 0) -> dict[str, np.
 def test_train_step_reports_every_loss_and_moves_weights(obs, act):
     agent = make_agent(obs, act, **{"agent.opt.warmup": 0})
     before = [p.detach().clone() for p in agent.wm.parameters()]
-    metrics = agent.train_step(fake_batch(agent))
+    metrics = agent.train_step(fake_batch(agent)).metrics
     expected = {f"loss/{k}" for k in [*obs, "rew", "con", "dyn", "rep", "policy", "value", "repval"]}
     assert expected <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
@@ -147,8 +147,28 @@ def test_non_finite_loss_skips_the_update():
     batch = fake_batch(agent)
     batch["vector"][0, 3, 0] = np.nan
     before = [p.detach().clone() for p in agent.wm.parameters()]
-    metrics = agent.train_step(batch)
-    assert metrics["train/skipped"] == 1.0 and metrics["train/skipped_updates"] == 1.0
+    result = agent.train_step(batch)
+    assert not result.applied and result.metrics["train/skipped"] == 1.0
     assert agent.updates == 0
-    assert "vector" in agent.nonfinite
+    assert "vector" in result.nonfinite
     assert all(torch.equal(a, b) for a, b in zip(before, agent.wm.parameters()))
+
+
+def test_a_skipped_update_leaves_the_whole_agent_as_it_was_and_training_goes_on():
+    """A non-finite observation makes the imagined returns non-finite too. The skipped
+    update must not take them into the return normaliser (whose percentiles would be NaN
+    from then on, skipping every later update), nor move the slow critic or the optimiser."""
+    agent = make_agent(**{"agent.opt.warmup": 0})
+    agent.train_step(fake_batch(agent))  # some finite history first
+    before = {k: v.clone() for k, v in agent.state_tensors().items() if not k.startswith("rng.")}
+    poisoned = fake_batch(agent, 1)
+    poisoned["vector"][:, :, 0] = np.nan
+    assert not agent.train_step(poisoned).applied
+    after = agent.state_tensors()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    assert torch.isfinite(agent.ac.retnorm.lo) and torch.isfinite(agent.ac.retnorm.hi)
+    for seed in (2, 3):  # the run goes on: later finite batches are trained on
+        result = agent.train_step(fake_batch(agent, seed))
+        assert result.applied and np.isfinite(result.metrics["loss/total"])
+    assert agent.updates == 3

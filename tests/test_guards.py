@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dreamrl.agents.dreamer import DreamerAgent
 from dreamrl.config import Config, ConfigError, build_config
 from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.replay import Replay, check_capacity
@@ -67,7 +68,7 @@ def test_non_finite_observation_or_reward_stops_naming_key_and_step(tmp_path, wh
         train(
             config(**{"run.steps": 100, "run.envs": 1}),
             tmp_path,
-            maker=maker,
+            make_env=maker,
             out=io.StringIO(),
             progress=False,
         )
@@ -77,42 +78,45 @@ def cartpole(cfg, seed, mode="train"):
     return GymEnv(gymnasium.make("CartPole-v1"), cfg.env.size, seed=seed)
 
 
-def test_non_finite_losses_in_a_row_stop_naming_the_term(tmp_path, monkeypatch):
-    from dreamrl.agent import Agent
+class PoisonedRewardAgent(DreamerAgent):
+    """Its reward loss is always NaN."""
 
-    real = Agent.losses
-
-    def poisoned(self, batch):
-        losses, metrics = real(self, batch)
+    def losses(self, batch):
+        losses, metrics, return_stats = super().losses(batch)
         losses["rew"] = losses["rew"] * float("nan")
-        return losses, metrics
-
-    monkeypatch.setattr(Agent, "losses", poisoned)
-    cfg = config(**{"run.steps": 600, "run.envs": 1, "run.skip_limit": 3})
-    with pytest.raises(RunError, match=r"3 updates in a row had a non-finite rew"):
-        train(cfg, tmp_path, maker=cartpole, out=io.StringIO(), progress=False)
+        return losses, metrics, return_stats
 
 
-def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
-    from dreamrl.agent import Agent
+class DivergingAgent(DreamerAgent):
+    """Its weights turn NaN after five updates."""
 
-    real = Agent.train_step
-
-    def diverging(self, data):
-        metrics = real(self, data)
+    def train_step(self, data):
+        result = super().train_step(data)
         if self.updates >= 5:
             with torch.no_grad():
                 next(self.wm.parameters()).fill_(float("nan"))
-        return metrics
+        return result
 
-    monkeypatch.setattr(Agent, "train_step", diverging)
+
+def test_non_finite_losses_in_a_row_stop_naming_the_term(tmp_path):
+    cfg = config(**{"run.steps": 600, "run.envs": 1, "run.skip_limit": 3})
+    with pytest.raises(RunError, match=r"3 updates in a row had a non-finite rew"):
+        train(
+            cfg,
+            tmp_path,
+            make_env=cartpole,
+            make_agent=PoisonedRewardAgent,
+            out=io.StringIO(),
+            progress=False,
+        )
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
     cfg = config(**{"run.steps": 600, "run.envs": 1, "run.save_every": 0})
     with pytest.raises(RunError, match="weights are no longer finite"):
-        train(cfg, tmp_path, maker=cartpole, out=io.StringIO(), progress=False)
+        train(cfg, tmp_path, make_env=cartpole, make_agent=DivergingAgent, out=io.StringIO(), progress=False)
     for _, path in list_checkpoints(tmp_path):  # every checkpoint written holds finite weights
-        from dreamrl.agent import Agent as Loaded
-
-        assert Loaded.load(path).weights_finite()
+        assert DreamerAgent.load(path).weights_finite()
 
 
 def test_replay_that_cannot_fit_is_refused_with_numbers(tmp_path):
@@ -130,7 +134,7 @@ def test_a_huge_replay_is_refused_before_the_run_writes_anything(tmp_path):
         train(
             config(**{"replay.size": 10**12, "run.steps": 10**12}),
             run_dir,
-            maker=cartpole,
+            make_env=cartpole,
             out=io.StringIO(),
             progress=False,
         )
@@ -190,21 +194,20 @@ def test_memory_is_flat_once_full_and_a_reload_does_not_double_it(tmp_path):
     )
 
 
-def test_non_finite_action_stops_naming_it(tmp_path, monkeypatch):
-    from dreamrl.agent import Agent
+class NaNActionAgent(DreamerAgent):
+    """Its fourth batch of actions is NaN."""
 
-    real = Agent.policy
-    calls = {"n": 0}
+    calls = 0
 
-    def broken(self, obs, state, deterministic=False):
-        actions, state = real(self, obs, state, deterministic)
-        calls["n"] += 1
-        if calls["n"] == 4:
+    def policy(self, obs, state, deterministic=False):
+        actions, state = super().policy(obs, state, deterministic)
+        self.calls += 1
+        if self.calls == 4:
             actions = np.full_like(actions, np.nan)
         return actions, state
 
-    monkeypatch.setattr(Agent, "policy", broken)
 
+def test_non_finite_action_stops_naming_it(tmp_path):
     def pendulum(cfg, seed, mode="train"):
         return GymEnv(gymnasium.make("Pendulum-v1"), cfg.env.size, seed=seed)
 
@@ -212,7 +215,8 @@ def test_non_finite_action_stops_naming_it(tmp_path, monkeypatch):
         train(
             config(**{"run.steps": 100, "run.envs": 1}),
             tmp_path,
-            maker=pendulum,
+            make_env=pendulum,
+            make_agent=NaNActionAgent,
             out=io.StringIO(),
             progress=False,
         )

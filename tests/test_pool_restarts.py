@@ -166,7 +166,9 @@ def test_train_loop_survives_a_flaky_env_and_logs_restarts(tmp_path, monkeypatch
     }
     out = io.StringIO()
     run_dir = tmp_path / "run"
-    state = train(build_config(["debug"], overrides), run_dir, maker=flaky_maker, out=out, progress=True)
+    state = train(
+        build_config(["debug"], overrides), run_dir, make_env=flaky_maker, out=out, progress=True
+    ).state
     assert state.env_steps == 40
     restarts = [r["env/restarts"] for r in read_metrics(run_dir) if "env/restarts" in r]
     assert restarts and restarts[-1] == 2  # each env failed once, on its 8th step

@@ -20,7 +20,8 @@ from dreamrl.run import train as trainlib
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.evaluate import evaluate
 from dreamrl.run.logging import LOOP_PARTS, loop_seconds, read_metrics
-from dreamrl.run.train import LoopState, train, updates_due
+from dreamrl.run.state import LoopState
+from dreamrl.run.train import Hooks, train, updates_due
 
 
 class CountingEnv(gymnasium.Env):
@@ -53,21 +54,24 @@ def config(**overrides) -> Config:
 def test_updates_due_follows_the_train_ratio():
     cfg = config(**{"run.train_ratio": 64})  # batch 8 x 16 = 128 steps: one update per 2 env steps
     state = LoopState(env_steps=500)
-    assert updates_due(state, cfg) == 0  # training has not started
+    assert updates_due(state, 0, cfg) == 0  # training has not started
     state.train_start = 500
-    assert updates_due(state, cfg) == 1  # the first call trains once
-    state.updates, state.env_steps = 1, 520
-    assert updates_due(state, cfg) == 10
+    assert updates_due(state, 0, cfg) == 1  # the first call trains once
+    state.env_steps = 520
+    assert updates_due(state, 1, cfg) == 10
+    state.skipped_updates = 4  # skipped updates were attempted: they are not owed again
+    assert updates_due(state, 1, cfg) == 6
 
 
 def test_train_loop_keeps_the_ratio_and_counts_episodes(tmp_path):
     cfg = config(**{"run.steps": 300, "run.envs": 2, "run.eval_every": 0, "run.train_ratio": 64})
-    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
+    result = train(cfg, tmp_path, make_env=make_counting, out=io.StringIO(), progress=False)
+    state = result.state
     assert state.env_steps == 300
     # Each env stores 11 steps per episode (the reset observation, then 10 steps).
     assert state.episodes == 2 * (150 // 11)
     per_step = 64 / (8 * 16)
-    assert state.updates == 1 + math.floor((300 - state.train_start) * per_step)
+    assert result.updates == 1 + math.floor((300 - state.train_start) * per_step)
     records = read_metrics(tmp_path)
     scores = [r["episode/score"] for r in records if "episode/score" in r]
     assert scores and all(s == 10.0 for s in scores)  # reward 1 on each of 10 steps, none on reset
@@ -83,14 +87,14 @@ def test_freed_memory_is_released_every_so_many_updates(tmp_path, monkeypatch, e
     monkeypatch.setattr(trainlib, "release_free_memory", lambda: calls.append(1) or True)
     overrides = {"run.steps": 200, "run.envs": 1, "run.eval_every": 0, "run.eval_eps": 0}
     cfg = config(**overrides, **{"run.release_every": every})
-    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False)
-    assert state.updates > 3
-    assert len(calls) == (state.updates // every if every else 0)
+    updates = train(cfg, tmp_path, make_env=make_counting, out=io.StringIO(), progress=False).updates
+    assert updates > 3
+    assert len(calls) == (updates // every if every else 0)
     if every:  # the final evaluation, with its diagnostics, runs between two releases of its own
         calls.clear()
         cfg = config(**{**overrides, "run.eval_eps": 2, "run.release_every": every})
-        state = train(cfg, tmp_path / "with_eval", maker=make_counting, out=io.StringIO(), progress=False)
-        assert len(calls) == state.updates // every + 2
+        result = train(cfg, tmp_path / "with_eval", make_env=make_counting, out=io.StringIO(), progress=False)
+        assert len(calls) == result.updates // every + 2
 
 
 def test_evaluation_builds_its_envs_in_eval_mode(tmp_path):
@@ -103,7 +107,7 @@ def test_evaluation_builds_its_envs_in_eval_mode(tmp_path):
         return make_counting(config, seed)
 
     cfg = config(**{"run.steps": 100, "run.envs": 1, "run.eval_every": 50, "run.eval_envs": 2})
-    train(cfg, tmp_path, maker=maker, out=io.StringIO(), progress=False)
+    train(cfg, tmp_path, make_env=maker, out=io.StringIO(), progress=False)
     assert modes[0] == "train" and set(modes[1:]) == {"eval"}, modes
     assert len(modes) > 1
 
@@ -116,7 +120,8 @@ def test_stop_hook_ends_training_after_an_evaluation(tmp_path):
         seen.append(state.env_steps)
         return state.env_steps >= 200
 
-    state = train(cfg, tmp_path, maker=make_counting, out=io.StringIO(), progress=False, stop=stop)
+    hooks = Hooks(stop=stop)
+    state = train(cfg, tmp_path, make_env=make_counting, out=io.StringIO(), progress=False, hooks=hooks).state
     assert seen == [100, 200]
     assert state.env_steps == 200
     evals = [r for r in read_metrics(tmp_path) if "eval/return" in r]
@@ -138,7 +143,7 @@ def test_loop_time_is_split_into_its_parts(tmp_path):
     cfg = config(**{"run.steps": 60, "run.envs": 1, "run.eval_every": 30, "run.env_workers": "inline"})
     out = io.StringIO()
     maker = lambda config, seed, mode="train": GymEnv(SleepyEnv(), config.env.size, seed=seed)  # noqa: E731
-    train(cfg, tmp_path, maker=maker, out=out, progress=False)
+    train(cfg, tmp_path, make_env=maker, out=out, progress=False)
     records = [r for r in read_metrics(tmp_path) if "time/env_frac" in r]
     assert len(records) > 10  # run.log_every=0: a record per loop step
     keys = [f"time/{part}_frac" for part in LOOP_PARTS]
@@ -198,7 +203,7 @@ def make_ending(config: Config, seed: int | None, mode: str = "train") -> GymEnv
 def test_truncation_and_termination_reach_replay_apart(tmp_path):
     """A time-limit end is stored as is_last only; a terminal end as is_last and is_terminal."""
     cfg = config(**{"run.steps": 140, "run.envs": 1, "run.eval_every": 0, "run.eval_eps": 0})
-    train(cfg, tmp_path, maker=make_ending, out=io.StringIO(), progress=False)
+    train(cfg, tmp_path, make_env=make_ending, out=io.StringIO(), progress=False)
     chunks = sorted((tmp_path / "replay").glob("*.npz"))
     data = {k: np.concatenate([np.load(c)[k] for c in chunks]) for k in ("vector", "is_last", "is_terminal")}
     ends = np.flatnonzero(data["is_last"])
@@ -235,7 +240,7 @@ def test_a_stop_signal_ends_the_run_between_steps_with_a_save(tmp_path):
         train(
             cfg,
             tmp_path,
-            maker=lambda config, seed, mode="train": GymEnv(env, config.env.size, seed=seed),
+            make_env=lambda config, seed, mode="train": GymEnv(env, config.env.size, seed=seed),
             out=out,
             progress=False,
         )

@@ -173,7 +173,13 @@ def train(
     )
     try:
         with stop_on_signals() as interrupt:
-            agent = make_agent(config, pool.obs_space, pool.act_space, pool.obs_converter, pool.act_converter)
+            agent = make_agent(
+                config,
+                pool.obs_space,
+                pool.act_space,
+                obs_converter=pool.obs_converter,
+                act_converter=pool.act_converter,
+            )
             ckpt = _find_checkpoint(run_dir, out)
             if ckpt is not None:
                 resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)

@@ -1,0 +1,181 @@
+"""The loop is handed its parts: a dummy agent, a dummy replay and a list logger run
+through ``train`` (and its resume) with no class patched, and an evaluation hook is
+called with the evaluation's result."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dreamrl.agents.base import Agent, TrainResult
+from dreamrl.config import Config, build_config
+from dreamrl.envs.gym_adapter import GymEnv
+from dreamrl.replay import Replay
+from dreamrl.run.train import Hooks, make_replay, train
+from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
+from dreamrl.spaces import Space
+
+import fixtures.tiny_env  # noqa: F401 - registers TinyLine-v0
+
+
+class DummyAgent:
+    """Acts 0 always; its 'weights' are one counter of the batches it trained on, and
+    its policy state counts the steps each env has taken since its episode began."""
+
+    def __init__(self, config, obs_space, act_space, obs_converter=None, act_converter=None):
+        self.config, self.obs_space, self.act_space = config, dict(obs_space), act_space
+        self.device = torch.device("cpu")
+        self.updates = 0
+        self.seen = torch.zeros(())  # batches trained on: checkpointed state
+        self.policy_calls = 0
+
+    def policy(self, obs, state, deterministic=False):
+        self.policy_calls += 1
+        n = len(obs["is_first"])
+        steps = torch.zeros(n) if state is None else state
+        steps = torch.where(torch.as_tensor(obs["is_first"]), torch.zeros(n), steps + 1)
+        actions = np.zeros((n, *self.act_space.shape), self.act_space.dtype)
+        return actions, steps
+
+    def train_step(self, data):
+        assert data["is_first"].shape == (self.config.batch_size, self.config.batch_length)
+        self.updates += 1
+        self.seen += 1
+        return TrainResult({"loss/dummy": float(self.updates)})
+
+    def weights_finite(self):
+        return True
+
+    def param_count(self):
+        return 0
+
+    def save(self, directory: Path) -> None:
+        meta = {
+            "updates": self.updates,
+            "obs_space": {k: s.to_json() for k, s in self.obs_space.items()},
+            "act_space": self.act_space.to_json(),
+        }
+        (directory / AGENT_META).write_text(json.dumps(meta))
+        save_file({"seen": self.seen.clone()}, str(directory / AGENT_WEIGHTS))
+
+    def restore(self, tensors, meta):
+        self.seen = tensors["seen"].clone()
+        self.updates = int(meta["updates"])
+
+    def policy_state_tensors(self, state):
+        return {"policy.steps": state}
+
+    def policy_state_from_tensors(self, tensors):
+        return tensors.get("policy.steps")
+
+    def select_rows(self, state, rows):
+        return state[rows]
+
+
+class CountingReplay(Replay):
+    """The real replay, counting what the loop adds and samples."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.added = self.sampled = 0
+
+    def add(self, steps):
+        self.added += 1
+        super().add(steps)
+
+    def sample(self, batch_size):
+        self.sampled += 1
+        return super().sample(batch_size)
+
+
+class ListLogger:
+    def __init__(self):
+        self.records: list[tuple[int, dict]] = []
+        self.closed = False
+
+    def write(self, step, metrics):
+        self.records.append((step, dict(metrics)))
+
+    def close(self):
+        self.closed = True
+
+
+def tiny(config: Config, seed: int | None, mode: str = "train") -> GymEnv:
+    return GymEnv(gymnasium.make("TinyLine-v0"), config.env.size, seed=seed)  # 20-step time limit
+
+
+def test_a_dummy_agent_replay_and_logger_run_the_loop_and_resume(tmp_path):
+    config = build_config(
+        ["debug"],
+        {"task": "tiny", "run.steps": 300, "run.eval_every": 150, "run.log_every": 0, "run.train_ratio": 64},
+    )
+    built: dict[str, object] = {}
+
+    def make_agent(*args, **kwargs):
+        built["agent"] = DummyAgent(*args, **kwargs)
+        return built["agent"]
+
+    def counting_replay(config, spaces, directory):
+        built["replay"] = CountingReplay(
+            spaces, 1000, config.run.envs, config.batch_length, True, 64, directory, config.seed
+        )
+        return built["replay"]
+
+    def logger(run_dir):
+        built["logger"] = ListLogger()
+        return built["logger"]
+
+    evaluated = []
+
+    def hook(agent, result, step):
+        evaluated.append((step, len(result.returns), len(result.episodes)))
+        return {"hook/seen": float(agent.seen)}
+
+    hooks = Hooks(after_eval=(hook,), record_episodes=True)
+    out = io.StringIO()
+    parts = (tiny, make_agent, counting_replay, logger, hooks)
+    result = train(config, tmp_path, *parts, out=out, progress=False)
+    agent, replay, log = built["agent"], built["replay"], built["logger"]
+    assert isinstance(agent, Agent) and result.agent is agent
+    state = result.state
+    assert state.env_steps == 300 and agent.policy_calls >= 300 // config.run.envs
+    per_step = config.run.train_ratio / (config.batch_size * config.batch_length)
+    assert agent.updates == replay.sampled == 1 + math.floor((300 - state.train_start) * per_step)
+    assert replay.added == 300 // config.run.envs  # one batch of steps per loop iteration
+    assert log.closed
+    assert [step for step, _, _ in evaluated] == [150, 300]
+    assert all(n == config.run.eval_eps and recorded == n for _, n, recorded in evaluated)
+    hook_records = [(s, m) for s, m in log.records if "hook/seen" in m]
+    assert [s for s, _ in hook_records] == [150, 300]
+    assert any("loss/dummy" in m for _, m in log.records)
+
+    # Resume with more steps: the same factories restore the dummy from its checkpoint.
+    longer = build_config(
+        ["debug"],
+        {"task": "tiny", "run.steps": 400, "run.eval_every": 150, "run.log_every": 0, "run.train_ratio": 64},
+    )
+    updates_before = agent.updates
+    again = train(longer, tmp_path, *parts, out=out, progress=False)
+    resumed = built["agent"]
+    assert resumed is not agent and again.state.env_steps == 400
+    assert "Resuming from ckpt-000000000300" in out.getvalue()
+    assert resumed.updates == 1 + math.floor((400 - state.train_start) * per_step)
+    assert float(resumed.seen) == resumed.updates  # restored, then trained on
+    assert resumed.updates > updates_before
+    ckpt = RunDir(tmp_path).checkpoint(400)
+    assert float(load_file(str(ckpt / AGENT_WEIGHTS))["seen"]) == resumed.updates
+
+
+def test_the_default_replay_factory_builds_the_on_disk_replay(tmp_path):
+    config = build_config(["debug"], {"task": "tiny"})
+    spaces = {"vector": Space("float32", (2,)), "action": Space("int32", (), 2)}
+    replay = make_replay(config, spaces, tmp_path / "replay")
+    assert isinstance(replay, Replay) and replay.streams == config.run.envs
+    assert replay.length == config.batch_length
