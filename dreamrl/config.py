@@ -42,6 +42,14 @@ MOVED = {
     "run.codec_chunk": "compute.codec_chunk",
     "run.threads": "compute.threads",
 }
+# Keys that are gone, with what replaced them: a saved config.json drops them on load; an
+# override that names one is refused with the explanation.
+REMOVED = {
+    "run.env_restarts": "env failures are budgeted against progress: see run.env_crash_loop and "
+    "run.env_failure_rate",
+    "run.env_restart_window": "env failures are budgeted against progress: see run.env_crash_loop "
+    "and run.env_failure_rate",
+}
 
 __all__ = [
     "Config",
@@ -264,15 +272,21 @@ class RunConfig:
         "Seconds a worker may take for one reset or step before it counts as hung and is "
         "restarted (0: wait forever; hangs are only detected with env_workers='process').",
     )
-    env_restarts: int = _doc(
+    env_crash_loop: int = _doc(
         5,
-        "Failures (raised, died or hung) of one env allowed within env_restart_window; each "
-        "restarts the env and truncates its episode, one more stops the run.",
+        "Failures (raised, died or hung) of one env in a row, each before it completed "
+        "env_crash_steps calls since its restart, that stop the run: an env that cannot get going.",
     )
-    env_restart_window: float = _doc(
-        600.0,
-        "Seconds over which env_restarts failures are counted (0: every failure since the envs started).",
+    env_crash_steps: int = _doc(
+        10, "Calls (resets and steps) after a restart within which a failure extends a crash loop."
     )
+    env_failure_rate: float = _doc(
+        0.02,
+        "Largest share of one env's last env_failure_window calls that may fail; more stops the "
+        "run. Below it every failure restarts the env (truncating its episode) for as long as the "
+        "run lasts, each restart counted in env/restarts and logged.",
+    )
+    env_failure_window: int = _doc(1000, "Calls of one env over which env_failure_rate is measured.")
     diagnose: bool = _doc(
         True, "After each evaluation, compute world-model diagnostics on its episodes (never trained on)."
     )
@@ -464,13 +478,12 @@ def validate(config: Config) -> Config:
     )
     _check(config.run.skip_limit >= 1, "run.skip_limit", "1 or more", config.run.skip_limit)
     _check(config.run.env_timeout >= 0, "run.env_timeout", "0 or more", config.run.env_timeout)
-    _check(config.run.env_restarts >= 0, "run.env_restarts", "0 or more", config.run.env_restarts)
-    _check(
-        config.run.env_restart_window >= 0,
-        "run.env_restart_window",
-        "0 or more",
-        config.run.env_restart_window,
-    )
+    _check(config.run.env_crash_loop >= 1, "run.env_crash_loop", "1 or more", config.run.env_crash_loop)
+    _check(config.run.env_crash_steps >= 1, "run.env_crash_steps", "1 or more", config.run.env_crash_steps)
+    rate = config.run.env_failure_rate
+    _check(0 <= rate < 1, "run.env_failure_rate", "0 <= value < 1", rate)
+    window = config.run.env_failure_window
+    _check(window >= 1, "run.env_failure_window", "1 or more", window)
     _check(
         config.run.env_workers in ("process", "inline"),
         "run.env_workers",
@@ -551,8 +564,15 @@ def field_docs() -> dict[str, str]:
 
 
 def _migrate(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config's nested dict with every key of :data:`MOVED` under its new path."""
+    """A saved config's nested dict with every key of :data:`MOVED` under its new path
+    and those of :data:`REMOVED` left out."""
     out = json.loads(json.dumps(data))
+    for gone in REMOVED:
+        *parents, leaf = gone.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     for old, new in MOVED.items():
         *parents, leaf = old.split(".")
         node = out
@@ -606,6 +626,8 @@ def build_config(
     for key in overrides:
         if key in MOVED:
             raise ConfigError(f"{key}: this key is now {MOVED[key]}")
+        if key in REMOVED:
+            raise ConfigError(f"{key}: no longer a setting ({REMOVED[key]})")
     presets = list(presets)
     if size == "auto" and base is None and not sets_model_size(presets, overrides):
         presets = [hardware_size(str(overrides.get("compute.device", "auto"))), *presets]

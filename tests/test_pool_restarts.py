@@ -1,5 +1,6 @@
 """The env pool survives envs that raise, hang or die: the env is restarted, its episode
-truncated, and a budget of failures per time window stops a run whose env is broken.
+truncated, and a budget of failures counted in the env's own calls (a crash loop, or too
+high a failure rate) stops a run whose env is broken, never one that is merely fast.
 
 The faulty envs live in ``tests/fixtures/faulty_envs.py`` so spawned workers can
 import them by module name.
@@ -17,7 +18,7 @@ import pytest
 
 from dreamrl.config import ConfigError, build_config
 from dreamrl.envs import make_env
-from dreamrl.envs.pool import EnvError, EnvPool
+from dreamrl.envs.pool import EnvError, EnvPool, FailureBudget
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import train
 
@@ -105,28 +106,60 @@ def test_failed_reset_is_retried_within_the_call(tmp_path, workers, how):
 
 
 @pytest.mark.parametrize("workers", ["process", "inline"])
-def test_env_that_always_fails_stops_after_the_budget(workers):
+def test_env_that_always_fails_stops_as_a_crash_loop(workers):
     always = functools.partial(make_faulty, "raise", "step", 1, always=True)
-    with EnvPool([NORMAL, always], workers, restarts=2, window=60) as pool:
+    budget = FailureBudget(crash_loop=3)
+    with EnvPool([NORMAL, always], workers, budget=budget) as pool:
         steps(pool, 5)  # reset, fail, reset, fail, reset: two restarts
         assert pool.restarts == 2
         with pytest.raises(EnvError) as info:
             pool.step(np.zeros(2, np.int64))
     message = str(info.value)
-    assert "env 1 failed 3 times within 60 s" in message
+    assert "env 1 failed 3 times in a row" in message and "crash loop" in message
     assert "RuntimeError: faulty env broke on step 1" in message
 
 
-def test_failures_outside_the_window_are_forgotten():
-    always = functools.partial(make_faulty, "raise", "step", 1, always=True)
-    with EnvPool([always, NORMAL], "inline", restarts=1, window=0.3) as pool:
-        steps(pool, 2)  # reset, fail (1 of 1 allowed)
-        time.sleep(0.4)
-        steps(pool, 2)  # reset, fail: the first failure has left the window
-        assert pool.restarts == 2
-        pool.step(np.zeros(2, np.int64))
-        with pytest.raises(EnvError, match=r"env 0 failed 2 times within 0\.3 s"):
+def test_an_env_that_raises_on_every_reset_stops_at_once_naming_it():
+    """Its replacements fail too, within the same call: the run stops on its first step
+    with the env's index and its error, after run.env_crash_loop failures."""
+    broken = functools.partial(make_faulty, "raise", "reset", 1, always=True)
+    with EnvPool([NORMAL, broken], "inline", budget=FailureBudget()) as pool:
+        started = time.monotonic()
+        with pytest.raises(EnvError) as info:
             pool.step(np.zeros(2, np.int64))
+        assert pool.restarts == FailureBudget().crash_loop - 1
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert message.startswith("env 1 failed 5 times in a row")
+    assert "faulty env broke on reset 1" in message
+
+
+def test_a_flaky_env_is_restarted_for_as_long_as_the_run_lasts():
+    """One failure in 250 steps, in a run as fast as the env allows: 6,000 steps, 24
+    restarts, each counted and logged, and the run never stops. (A budget of failures per
+    minute of wall time stopped such runs the sooner the faster they went.)"""
+    flaky = functools.partial(make_faulty, "raise", "step", period=250)
+    logged = []
+    with EnvPool([flaky, NORMAL], "inline", budget=FailureBudget()) as pool:
+        for _ in range(6_000):
+            pool.step(np.zeros(2, np.int64))
+            logged += pool.last_errors
+            pool.last_errors.clear()
+        assert pool.restarts >= 20 and len(logged) == pool.restarts
+    assert all(line.startswith("env 0 failed and was restarted") for line in logged)
+    assert f"restart {pool.restarts} of the run" in logged[-1]
+
+
+def test_an_env_that_fails_too_often_stops_on_its_failure_rate():
+    """One failure in 20 calls is no crash loop, but more than 2% of its calls."""
+    often = functools.partial(make_faulty, "raise", "step", period=20)
+    with EnvPool([often], "inline", budget=FailureBudget(rate=0.02, window=1000)) as pool:
+        with pytest.raises(
+            EnvError, match=r"env 0 failed 21 times in its last 1,000 calls.*env_failure_rate"
+        ):
+            for _ in range(2_000):
+                pool.step(np.zeros(1, np.int64))
+        assert pool.restarts == 20
 
 
 def test_env_that_cannot_start_fails_fast():
@@ -142,10 +175,19 @@ def test_a_bad_env_id_in_a_worker_is_a_config_error():
         EnvPool([bad, bad], "process")
 
 
-def test_config_rejects_negative_budgets():
-    for key in ("run.env_timeout", "run.env_restarts", "run.env_restart_window"):
+def test_config_rejects_budgets_out_of_range_and_names_the_old_keys():
+    for key, value in [
+        ("run.env_timeout", -1),
+        ("run.env_crash_loop", 0),
+        ("run.env_crash_steps", 0),
+        ("run.env_failure_rate", 1.0),
+        ("run.env_failure_window", 0),
+    ]:
         with pytest.raises(ConfigError, match=key):
-            build_config(overrides={key: -1})
+            build_config(overrides={key: value})
+    for old in ("run.env_restarts", "run.env_restart_window"):
+        with pytest.raises(ConfigError, match=rf"{old}: no longer a setting.*run\.env_crash_loop"):
+            build_config(overrides={old: 5})
 
 
 # ----------------------------------------------------------------------------- train loop

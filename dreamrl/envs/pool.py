@@ -34,6 +34,7 @@ import multiprocessing as mp
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing import connection
 from typing import Any
 
@@ -287,17 +288,80 @@ class EnvHandle:
         self._slot.close()
 
 
+@dataclass(frozen=True)
+class FailureBudget:
+    """How much failing one env may do before the run stops (``run.env_*`` settings).
+
+    Counted in the env's own calls (resets and steps), never in seconds: an env that
+    fails once every few hundred steps is restarted for as long as the run lasts, while
+    one that cannot get going stops the run within a few calls.
+    """
+
+    crash_loop: int = 5  # failures in a row, each within crash_steps calls of the restart
+    crash_steps: int = 10
+    rate: float = 0.02  # largest share of the last `window` calls that may fail
+    window: int = 1000
+
+    def verdict(self, health: EnvHealth) -> str | None:
+        """Why ``health`` stops the run (a phrase to follow "env i"), or None."""
+        if health.streak >= self.crash_loop:
+            return (
+                f"failed {health.streak} times in a row, each before it completed "
+                f"{self.crash_steps} calls since its restart: a crash loop (run.env_crash_loop="
+                f"{self.crash_loop}, run.env_crash_steps={self.crash_steps})"
+            )
+        recent = health.failures_within(self.window)
+        if recent > self.rate * self.window:
+            return (
+                f"failed {recent} times in its last {self.window:,} calls, more than "
+                f"{self.rate:g} of them (run.env_failure_rate={self.rate:g}, "
+                f"run.env_failure_window={self.window})"
+            )
+        return None
+
+
+class EnvHealth:
+    """One env's record: calls completed, failures, and how recent they were."""
+
+    def __init__(self) -> None:
+        self.calls = 0  # resets and steps answered
+        self.failures = 0
+        self.streak = 0  # failures in a row, each soon after the previous restart
+        self.since_restart = 0  # calls answered since the last restart (or the start)
+        self._failed_at: collections.deque[int] = collections.deque()  # `calls` at each failure
+
+    def completed(self) -> None:
+        self.calls += 1
+        self.since_restart += 1
+
+    def failed(self, crash_steps: int) -> None:
+        """Count a failure; it extends the streak if it came within ``crash_steps`` calls."""
+        self.streak = self.streak + 1 if self.since_restart < crash_steps else 1
+        self.failures += 1
+        self.since_restart = 0
+        self._failed_at.append(self.calls)
+
+    def failures_within(self, window: int) -> int:
+        """Failures during the last ``window`` calls."""
+        while self._failed_at and self._failed_at[0] < self.calls - window:
+            self._failed_at.popleft()
+        return len(self._failed_at)
+
+
 class EnvPool:
     """``N`` envs stepped together. ``workers='process'`` runs each in its own process
     (envs step in parallel); ``'inline'`` steps them one after another here, as does a
     pool of one env.
 
     ``timeout`` (seconds, process mode; 0 disables) is how long one reset or step may
-    take before its worker counts as hung; the argument ``restarts`` is how many failures
-    of one env within ``window`` seconds (0: since the pool started) are restarted before
-    :class:`EnvError` stops the run. Afterwards the attribute ``restarts`` counts the
-    restarts so far (the budget is ``max_restarts``), and ``last_errors`` collects one log
-    line per restart, for the caller to print and clear.
+    take before its worker counts as hung. A failed env (raised, died or hung) is
+    restarted, and failures are budgeted against progress, not wall time, so a faster run
+    is no likelier to stop (:class:`FailureBudget`): :class:`EnvError` stops the run when
+    one env is in a crash loop (``budget.crash_loop`` failures in a row, each before it
+    completed ``budget.crash_steps`` calls since its restart) or fails too often (more
+    than ``budget.rate`` of its last ``budget.window`` calls). The attribute ``restarts``
+    counts every restart so far, and ``last_errors`` collects one log line per restart,
+    for the caller to print and clear.
     """
 
     def __init__(
@@ -305,16 +369,14 @@ class EnvPool:
         factories: Sequence[EnvFactory],
         workers: str = "inline",
         timeout: float = 60.0,
-        restarts: int = 5,
-        window: float = 600.0,
+        budget: FailureBudget | None = None,
         episode_seed: Callable[[int, int], int] | None = None,
     ):
         if workers not in ("inline", "process"):
             raise ValueError(f"workers must be 'inline' or 'process', not {workers!r}")
         self.factories = list(factories)
         self.timeout = float(timeout)
-        self.max_restarts = int(restarts)
-        self.window = float(window)
+        self.budget = budget or FailureBudget()
         self.parallel = workers == "process" and len(factories) > 1
         self.size = len(factories)
         self._slots: list[_Slot] = []
@@ -340,7 +402,7 @@ class EnvPool:
         self.act_space: Space = self.act_converter.space
         self.restarts = 0
         self.last_errors: list[str] = []
-        self._failures: list[collections.deque[float]] = [collections.deque() for _ in self.factories]
+        self._health = [EnvHealth() for _ in self.factories]
         self._last_obs: list[dict[str, np.ndarray] | None] = [None] * self.size
         self._needs_reset = np.ones(self.size, bool)
         self.episode_seed = episode_seed
@@ -402,6 +464,7 @@ class EnvPool:
         steps = [answers[i] for i in range(self.size)]
         for i, step in enumerate(steps):
             self._last_obs[i] = {k: step[k] for k in self.obs_space}
+            self._health[i].completed()
         out = stack(steps)
         self._needs_reset = out["is_last"].astype(bool)
         return out
@@ -466,23 +529,16 @@ class EnvPool:
     def _count_failure(self, i: int, failure: _WorkerError) -> None:
         """Record a failure of env ``i``: raise :class:`EnvError` past the budget, else
         count the restart about to happen and note it for the log."""
-        now = time.monotonic()
-        times = self._failures[i]
-        times.append(now)
-        while self.window > 0 and times and times[0] < now - self.window:
-            times.popleft()
-        span = f"within {self.window:g} s" if self.window > 0 else "since the pool started"
+        health = self._health[i]
+        health.failed(self.budget.crash_steps)
         error = str(failure).strip() or "unknown error"
-        if len(times) > self.max_restarts:
-            raise EnvError(
-                f"env {i} failed {_plural(len(times), 'time')} {span}, more than the "
-                f"{_plural(self.max_restarts, 'restart')} allowed (run.env_restarts); "
-                f"the last failure: {error}"
-            ) from failure.cause
+        verdict = self.budget.verdict(health)
+        if verdict is not None:
+            raise EnvError(f"env {i} {verdict}; the last failure: {error}") from failure.cause
         self.restarts += 1
         self.last_errors.append(
-            f"env {i} failed and was restarted ({len(times)} of {self.max_restarts} failures "
-            f"allowed {span}): {error.splitlines()[0]}"
+            f"env {i} failed and was restarted ({health.failures} failures in {health.calls:,} calls so "
+            f"far, restart {self.restarts} of the run): {error.splitlines()[0]}"
         )
 
     def _truncated(self, i: int) -> Step:

@@ -50,8 +50,10 @@ RESUMABLE = (
     "run.keep_checkpoints",
     "run.env_workers",
     "run.env_timeout",
-    "run.env_restarts",
-    "run.env_restart_window",
+    "run.env_crash_loop",
+    "run.env_crash_steps",
+    "run.env_failure_rate",
+    "run.env_failure_window",
     "run.skip_limit",
 )
 

@@ -38,7 +38,7 @@ from dreamrl.config import Config, to_dict
 from dreamrl.envs import TRAIN_STREAM, episode_seed, make_env
 from dreamrl.envs.base import Env
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.envs.pool import EnvPool
+from dreamrl.envs.pool import EnvPool, FailureBudget
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
@@ -167,8 +167,9 @@ def train(
         factories,
         run.env_workers,
         timeout=run.env_timeout,
-        restarts=run.env_restarts,
-        window=run.env_restart_window,
+        budget=FailureBudget(
+            run.env_crash_loop, run.env_crash_steps, run.env_failure_rate, run.env_failure_window
+        ),
         episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
     )
     try:
