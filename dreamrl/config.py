@@ -117,6 +117,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class EncConfig:
+    spaces: str = _doc(".*", "Regex over observation keys: the keys the encoder reads (fully matched).")
     typ: str = _doc("simple", "Encoder type; only 'simple' exists.")
     simple: EncoderConfig = _sub(EncoderConfig, "Encoder settings.")
 
@@ -134,6 +135,7 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class DecConfig:
+    spaces: str = _doc(".*", "Regex over observation keys: the keys the decoder rebuilds (fully matched).")
     typ: str = _doc("simple", "Decoder type; only 'simple' exists.")
     simple: DecoderConfig = _sub(DecoderConfig, "Decoder settings.")
 
@@ -207,7 +209,11 @@ class ImagLossConfig:
 
 @dataclass(frozen=True)
 class ReplLossConfig:
-    slowtar: bool = _doc(False, "Bootstrap replay returns from the slow critic.")
+    slowtar: bool = _doc(
+        False,
+        "Named as in the official config, where it has no effect either: replay returns always "
+        "bootstrap from the imagined returns.",
+    )
     lam: float = _doc(0.95, "Lambda of the replay lambda-return.")
     slowreg: float = _doc(1.0, "Weight of the regulariser toward the slow critic.")
 
