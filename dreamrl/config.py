@@ -301,6 +301,19 @@ class RunConfig:
     )
     eval_eps: int = _doc(10, "Episodes per periodic evaluation (deterministic policy, fresh seeds).")
     eval_envs: int = _doc(4, "Environments stepped together during evaluation.")
+    eval_max_steps: int = _doc(
+        10_000,
+        "Agent steps after which an evaluation episode is cut (its return so far is its score; "
+        "eval/cut counts such episodes and the log says so): bounds what an evaluation costs "
+        "when an untrained policy never ends an episode (an Atari game that waits for FIRE "
+        "runs to its own 27,000-step limit). 0: no cut.",
+    )
+    eval_sample: bool = _doc(
+        False,
+        "Evaluate the sampling policy instead of its mode: the paper's Atari protocol scores "
+        "the policy as it acts in training. The default, the deterministic policy, is what "
+        "`dreamrl eval` reports without --stochastic.",
+    )
     eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
     log_every: float = _doc(30.0, "Seconds between metric writes.")
     save_every: float = _doc(600.0, "Seconds between checkpoints (one is always written at the end).")
@@ -473,6 +486,7 @@ def validate(config: Config) -> Config:
     _check(config.run.steps > 0, "run.steps", "a positive integer", config.run.steps)
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
+    _check(config.run.eval_max_steps >= 0, "run.eval_max_steps", "0 or more", config.run.eval_max_steps)
     _check(config.compute.threads >= 0, "compute.threads", "0 or more", config.compute.threads)
     _check(config.compute.codec_chunk >= 0, "compute.codec_chunk", "0 or more", config.compute.codec_chunk)
     _check(config.run.release_every >= 0, "run.release_every", "0 or more", config.run.release_every)

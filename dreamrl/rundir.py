@@ -12,6 +12,7 @@ A run dir is what ``dreamrl train --logdir DIR`` writes::
     DIR/diagnostics/                 diagnose-<step>.json and its pictures
     DIR/whatif/                      counterfactuals of ``dreamrl whatif``
     DIR/report.html                  ``dreamrl report``'s page
+    DIR/.lock                        locked by the process training the run, holding its PID
 
 :meth:`RunDir.of` finds the run dir from either a run dir or one of its checkpoint dirs.
 """
@@ -31,6 +32,7 @@ EVALS = "eval"
 DIAGNOSTICS = "diagnostics"
 WHATIF = "whatif"
 REPORT = "report.html"
+LOCK = ".lock"  # held by the one process writing the run (dreamrl.run.lock)
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
 PARTIAL_CHECKPOINT_PREFIX = ".tmp-ckpt-"  # a save in progress, renamed into place when whole
@@ -82,6 +84,10 @@ class RunDir:
     @property
     def replay(self) -> Path:
         return self.path / REPLAY
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK
 
     @property
     def checkpoints(self) -> Path:

@@ -35,9 +35,11 @@ class DummyAgent:
         self.updates = 0
         self.seen = torch.zeros(())  # batches trained on: checkpointed state
         self.policy_calls = 0
+        self.deterministic: list[bool] = []  # how each policy call was asked to act
 
     def policy(self, obs, state, deterministic=False):
         self.policy_calls += 1
+        self.deterministic.append(deterministic)
         n = len(obs["is_first"])
         steps = torch.zeros(n) if state is None else state
         steps = torch.where(torch.as_tensor(obs["is_first"]), torch.zeros(n), steps + 1)
@@ -138,7 +140,7 @@ def test_a_dummy_agent_replay_and_logger_run_the_loop_and_resume(tmp_path):
         evaluated.append((step, len(result.returns), len(result.episodes)))
         return {"hook/seen": float(agent.seen)}
 
-    hooks = Hooks(after_eval=(hook,), record_episodes=True)
+    hooks = Hooks(after_eval=(hook,), record_steps=100)
     out = io.StringIO()
     parts = (tiny, make_agent, counting_replay, logger, hooks)
     result = train(config, tmp_path, *parts, out=out, progress=False)
@@ -179,3 +181,22 @@ def test_the_default_replay_factory_builds_the_on_disk_replay(tmp_path):
     replay = make_replay(config, spaces, tmp_path / "replay")
     assert isinstance(replay, Replay) and replay.streams == config.run.envs
     assert replay.length == config.batch_length
+
+
+def test_evaluation_acts_deterministically_unless_run_eval_sample(tmp_path):
+    """Collection always samples; evaluation takes the mode, or samples with run.eval_sample
+    (the paper's Atari protocol)."""
+    agents: list[DummyAgent] = []
+
+    def make_agent(*args, **kwargs):
+        agents.append(DummyAgent(*args, **kwargs))
+        return agents[-1]
+
+    for sample in (False, True):
+        overrides = {"task": "tiny", "run.steps": 40, "run.eval_every": 0, "run.eval_sample": sample}
+        config = build_config(["debug"], overrides)
+        train(config, tmp_path / str(sample), tiny, make_agent, out=io.StringIO(), progress=False)
+        modes = agents[-1].deterministic
+        collecting = 40 // config.run.envs
+        assert not any(modes[:collecting])  # collection samples
+        assert modes[collecting:] and all(m is (not sample) for m in modes[collecting:])

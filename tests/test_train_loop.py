@@ -267,3 +267,45 @@ def test_evaluation_stops_at_a_check():
     with pytest.raises(KeyboardInterrupt):
         evaluate(FirstAction(), lambda: make_counting(config(), None), [1, 2], check=check)
     assert len(calls) == 5
+
+
+class EndlessEnv(CountingEnv):
+    """Episodes that never end (an untrained policy that never presses FIRE)."""
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.t % 100, 1], np.float32), 0.0, False, False, {}
+
+
+def make_endless(config: Config, seed: int | None, mode: str = "train") -> GymEnv:
+    return GymEnv(EndlessEnv(), config.env.size, seed=seed)
+
+
+def test_an_evaluation_of_episodes_that_never_end_is_cut_and_keeps_bounded_records():
+    class FirstAction:
+        def policy(self, obs, state, deterministic=True):
+            return np.zeros((len(obs["reward"]),), np.int64), None
+
+    result = evaluate(
+        FirstAction(),
+        lambda: make_endless(config(), None),
+        [1, 2, 3],
+        envs=2,
+        record=True,
+        max_steps=40,
+        record_steps=25,
+    )
+    assert result.lengths == [40, 40, 40] and result.cut == [True, True, True] and result.cut_count == 3
+    assert [len(e["is_first"]) for e in result.episodes] == [25, 25, 25]  # memory bounded by record_steps
+    assert result.as_dict()["cut"] == [True, True, True]
+
+
+def test_the_loop_evaluates_endless_episodes_within_its_budget_and_says_so(tmp_path):
+    cfg = config(**{"run.steps": 60, "run.envs": 1, "run.eval_every": 30, "run.eval_max_steps": 25})
+    out = io.StringIO()
+    hooks = Hooks(record_steps=10)
+    train(cfg, tmp_path, make_env=make_endless, out=out, progress=True, hooks=hooks)
+    evals = [r for r in read_metrics(tmp_path) if "eval/return" in r]
+    assert [r["step"] for r in evals] == [30, 60]
+    assert all(r["eval/cut"] == 2 and r["eval/length"] == 25 for r in evals)
+    assert "2 cut at 25 steps" in out.getvalue()

@@ -392,11 +392,16 @@ class DreamerAgent:
         """Load from a checkpoint dir, or from a run dir (its newest checkpoint).
 
         Loading runs no code from the files: weights come through safetensors and the
-        rest is JSON.
+        rest is JSON. A run dir may be in training meanwhile (its old checkpoints are
+        pruned as new ones land): a checkpoint that vanishes while it is read is passed
+        over for the next newest.
         """
-        from dreamrl.run.checkpoint import find_agent_dir
+        from dreamrl.run.checkpoint import read_newest
 
-        directory = find_agent_dir(Path(path))
+        return read_newest(Path(path), lambda directory: cls._load_dir(directory, device))
+
+    @classmethod
+    def _load_dir(cls, directory: Path, device: str | torch.device | None) -> DreamerAgent:
         meta = json.loads((directory / AGENT_META).read_text())
         if meta.get("format", 0) > AGENT_FORMAT:
             raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")

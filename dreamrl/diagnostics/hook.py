@@ -18,6 +18,10 @@ from dreamrl.run.state import LoopState
 from dreamrl.run.train import Hooks
 from dreamrl.rundir import RunDir
 
+# Steps kept of each evaluation episode for the diagnostics' windows (16 windows of
+# context 16 + horizon 15 are cut from them): a bound on evaluation's memory.
+RECORD_STEPS = 512
+
 
 def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, float] | None]:
     """The hook: diagnostics of ``agent`` on ``result``'s episodes, written under
@@ -51,4 +55,4 @@ def training_hooks(
     ``run.diagnose`` is on, and ``stop`` (a benchmark's early exit)."""
     if not config.run.diagnose:
         return Hooks(stop=stop)
-    return Hooks(after_eval=(after_eval(Path(run_dir)),), stop=stop, record_episodes=True)
+    return Hooks(after_eval=(after_eval(Path(run_dir)),), stop=stop, record_steps=RECORD_STEPS)

@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dreamrl.rundir import (
     AGENT_META,
@@ -31,6 +32,7 @@ from dreamrl.rundir import (
 )
 
 FORMAT = 1  # checkpoint layout version; readers refuse newer ones
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
@@ -198,6 +200,20 @@ def find_agent_dir(path: Path) -> Path:
         detail = f" ({len(skipped)} damaged: {reasons})" if skipped else ""
         raise FileNotFoundError(f"{path}: no usable checkpoint found in {RunDir(path).checkpoints}{detail}")
     return latest
+
+
+def read_newest(path: Path, read: Callable[[Path], T], attempts: int = 5) -> T:
+    """``read(checkpoint dir)`` for ``path``: a checkpoint dir as given, or a run dir's
+    newest good checkpoint. A run being trained meanwhile prunes old checkpoints, so the
+    one chosen may vanish while it is read; the next newest is then read instead."""
+    for attempt in range(attempts):
+        directory = find_agent_dir(path)
+        try:
+            return read(directory)
+        except (FileNotFoundError, CheckpointError):
+            if directory.exists() or attempt == attempts - 1:
+                raise  # damaged, or no longer a race: say so
+    raise AssertionError("unreachable")
 
 
 def load_loop_state(ckpt: Path) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 Episodes are assigned to env slots up front (slot ``i`` runs episodes ``i, i+S, ...``),
 so running several envs at once never biases the sample toward short episodes.
 Every episode's seed comes from the evaluation seed stream, disjoint from training's.
+
+An evaluation's cost is bounded: an episode still running after ``max_steps`` steps is
+cut there (its return so far is its score, and the result says it was cut), and
+recorded episodes keep at most ``record_steps`` steps each, so that memory stays flat
+however long an untrained policy keeps an episode going.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ class EvalResult:
     lengths: list[int]
     seeds: list[int]
     episodes: list[dict[str, np.ndarray]] = field(default_factory=list)  # with record=True
+    cut: list[bool] = field(default_factory=list)  # episodes cut at max_steps
+
+    @property
+    def cut_count(self) -> int:
+        return sum(self.cut)
 
     @property
     def mean(self) -> float:
@@ -43,6 +53,7 @@ class EvalResult:
             "returns": self.returns,
             "lengths": self.lengths,
             "seeds": self.seeds,
+            "cut": self.cut,
         }
 
 
@@ -61,6 +72,8 @@ def evaluate(
     workers: str = "inline",
     timeout: float = 60.0,
     check: Callable[[], None] | None = None,
+    max_steps: int = 0,
+    record_steps: int = 0,
 ) -> EvalResult:
     """Run one episode per seed with ``agent.policy`` and return their scores.
 
@@ -71,7 +84,9 @@ def evaluate(
 
     With ``record`` the result also holds every episode as arrays ``{key: [T, ...]}``:
     the step dicts and, under ``action``, the action taken at each step (zeros on the
-    last). These episodes were never trained on: diagnostics use them as held-out data.
+    last), the first ``record_steps`` steps of each (0: all). These episodes were never
+    trained on: diagnostics use them as held-out data. ``max_steps`` (0: none) cuts an
+    episode after that many steps.
     """
     episodes = len(seeds)
     slots = max(1, min(envs, episodes))
@@ -80,6 +95,8 @@ def evaluate(
     pool: list[EnvHandle] = []
     returns = [0.0] * episodes
     lengths = [0] * episodes
+    cut = [False] * episodes
+    keep = record_steps if record_steps > 0 else None
     traces: list[list[dict[str, np.ndarray]]] = [[] for _ in range(episodes)]
     try:
         for i in range(slots):
@@ -96,7 +113,7 @@ def evaluate(
             obs = stack([steps[i] for i in active])
             actions, state = agent.policy(obs, state, deterministic=deterministic)
             for row, i in enumerate(active):
-                if record:
+                if record and (keep is None or len(traces[current[i]]) < keep):
                     traces[current[i]].append({**steps[i], "action": actions[row]})
                 pool[i].send_step(actions[row])
             next_active = []
@@ -104,10 +121,13 @@ def evaluate(
             for row, i in enumerate(active):
                 step = pool[i].wait()
                 ep = current[i]
-                if record and step["is_last"]:
-                    traces[ep].append({**step, "action": np.zeros_like(actions[row])})
                 returns[ep] += float(step["reward"])
                 lengths[ep] += 1
+                if max_steps and lengths[ep] >= max_steps and not step["is_last"]:
+                    cut[ep] = True  # ended here as a time limit of the evaluation's own
+                    step = {**step, "is_last": np.array(True)}
+                if record and step["is_last"] and (keep is None or len(traces[ep]) < keep):
+                    traces[ep].append({**step, "action": np.zeros_like(actions[row])})
                 if not step["is_last"]:
                     steps[i] = step
                     next_active.append(i)
@@ -124,4 +144,4 @@ def evaluate(
         for env in pool:
             env.close()
     recorded = [{k: np.stack([s[k] for s in trace]) for k in trace[0]} for trace in traces] if record else []
-    return EvalResult(returns, lengths, [int(s) for s in seeds], recorded)
+    return EvalResult(returns, lengths, [int(s) for s in seeds], recorded, cut)

@@ -46,6 +46,7 @@ from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_p
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import EvalResult, eval_seeds, evaluate
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
+from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
 from dreamrl.run.progress import Progress
 from dreamrl.run.state import LoopState
@@ -95,8 +96,9 @@ class Hooks:
     after_eval: Sequence[EvalHook] = ()
     # Asked after each evaluation; True ends the run there (a benchmark's early exit).
     stop: Callable[[LoopState], bool] | None = None
-    # Whether the hooks need the evaluation's episodes recorded (diagnostics do).
-    record_episodes: bool = False
+    # Steps of each evaluation episode the hooks need recorded (diagnostics cut windows
+    # from them); 0: none. Bounded so that evaluation's memory stays flat.
+    record_steps: int = 0
 
 
 class Trained(NamedTuple):
@@ -155,7 +157,8 @@ def train(
     ``hooks.stop(state)`` says so after an evaluation.
 
     Every check (config against the saved one, spaces against the checkpoint, the
-    replay's size against memory and disk) runs before anything is written."""
+    replay's size against memory and disk) runs before anything is written, and the run
+    dir is locked against a second writer for as long as this runs (:mod:`.lock`)."""
     run_dir = Path(run_dir)
     resumelib.check_config(run_dir, config)
     run = config.run
@@ -163,50 +166,55 @@ def train(
         functools.partial(_env_factory, make_env, config, episode_seed(config.seed, TRAIN_STREAM, i, 0))
         for i in range(run.envs)
     ]
-    pool = EnvPool(
-        factories,
-        run.env_workers,
-        timeout=run.env_timeout,
-        budget=FailureBudget(
-            run.env_crash_loop, run.env_crash_steps, run.env_failure_rate, run.env_failure_window
-        ),
-        episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
-    )
-    try:
-        with stop_on_signals() as interrupt:
-            agent = make_agent(
-                config,
-                pool.obs_space,
-                pool.act_space,
-                obs_converter=pool.obs_converter,
-                act_converter=pool.act_converter,
+    with contextlib.ExitStack() as held:
+        locked = run_dir.is_dir()
+        if locked:  # an existing run: a second writer is refused before anything else
+            held.enter_context(exclusive(run_dir))
+        pool = held.enter_context(
+            EnvPool(
+                factories,
+                run.env_workers,
+                timeout=run.env_timeout,
+                budget=FailureBudget(
+                    run.env_crash_loop, run.env_crash_steps, run.env_failure_rate, run.env_failure_window
+                ),
+                episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
             )
-            ckpt = _find_checkpoint(run_dir, out)
-            if ckpt is not None:
-                resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)
-            spaces = replay_spaces(pool.obs_space, pool.act_space)
-            files = RunDir(run_dir)
-            check_capacity(spaces, replay_capacity(config), files.replay)
-            # Every check has passed: only now does anything get written.
-            run_dir.mkdir(parents=True, exist_ok=True)
-            files.config.write_text(json.dumps(to_dict(config), indent=1))
-            for path in remove_partial_saves(run_dir):
-                print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
-            replay = make_replay(config, spaces, files.replay)
-            if ckpt is not None:
-                resumed = resumelib.restore(ckpt, agent, replay, pool, out)
-            else:
-                resumed = resumelib.Resumed(
-                    LoopState(env_episodes=[0] * run.envs),
-                    returns=np.zeros(run.envs),
-                    lengths=np.zeros(run.envs, np.int64),
-                )
-            _describe(config, agent, pool, replay, out)
-            parts = LoopParts(pool, agent, replay, make_logger(run_dir), make_env)
-            state = Trainer(config, run_dir, parts, hooks, resumed, out, progress, interrupt).run()
-            return Trained(state, agent)
-    finally:
-        pool.close()
+        )
+        interrupt = held.enter_context(stop_on_signals())
+        agent = make_agent(
+            config,
+            pool.obs_space,
+            pool.act_space,
+            obs_converter=pool.obs_converter,
+            act_converter=pool.act_converter,
+        )
+        ckpt = _find_checkpoint(run_dir, out)
+        if ckpt is not None:
+            resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)
+        spaces = replay_spaces(pool.obs_space, pool.act_space)
+        files = RunDir(run_dir)
+        check_capacity(spaces, replay_capacity(config), files.replay)
+        # Every check has passed: only now does anything get written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not locked:
+            held.enter_context(exclusive(run_dir))
+        files.config.write_text(json.dumps(to_dict(config), indent=1))
+        for path in remove_partial_saves(run_dir):
+            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
+        replay = make_replay(config, spaces, files.replay)
+        if ckpt is not None:
+            resumed = resumelib.restore(ckpt, agent, replay, pool, out)
+        else:
+            resumed = resumelib.Resumed(
+                LoopState(env_episodes=[0] * run.envs),
+                returns=np.zeros(run.envs),
+                lengths=np.zeros(run.envs, np.int64),
+            )
+        _describe(config, agent, pool, replay, out)
+        parts = LoopParts(pool, agent, replay, make_logger(run_dir), make_env)
+        state = Trainer(config, run_dir, parts, hooks, resumed, out, progress, interrupt).run()
+        return Trained(state, agent)
 
 
 def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
@@ -389,10 +397,13 @@ class Trainer:
             maker,
             seeds,
             run.eval_envs,
-            record=self.hooks.record_episodes,
+            deterministic=not run.eval_sample,
+            record=self.hooks.record_steps > 0,
             workers=run.env_workers,
             timeout=run.env_timeout,
             check=self.interrupt.check,
+            max_steps=run.eval_max_steps,
+            record_steps=self.hooks.record_steps,
         )
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
@@ -405,12 +416,14 @@ class Trainer:
                 "eval/length": float(np.mean(result.lengths)),
                 "eval/returns": result.returns,
                 "eval/episodes": len(result.returns),
+                "eval/cut": result.cut_count,
                 "time/elapsed": self.elapsed(),
             },
         )
+        cut = f", {result.cut_count} cut at {run.eval_max_steps:,} steps" if result.cut_count else ""
         self.bar.note(
             f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
-            f"over {len(result.returns)} episodes"
+            f"over {len(result.returns)} episodes{cut}"
         )
         for hook in self.hooks.after_eval:
             metrics = hook(self.agent, result, state.env_steps)
