@@ -1,5 +1,6 @@
-"""``python -m dreamrl``: the command-line interface."""
+"""``python -m dreamrl``: the ``dreamrl`` command (:func:`dreamrl.cli.console`)."""
 
-from dreamrl.cli import main
+from dreamrl.cli import console
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    console()

@@ -71,6 +71,27 @@ def test_the_command_reports_an_unknown_choice():
     assert proc.returncode != 0 and MALLOC_ENV in proc.stderr
 
 
+# An unknown DREAMRL_MALLOC makes a restart impossible to miss: the restart refuses it.
+@pytest.mark.parametrize(
+    "code, restarts",
+    [
+        ("from dreamrl.cli import main; raise SystemExit(main(['config', '--preset', 'debug']))", False),
+        ("import sys; sys.argv = ['dreamrl', 'config']; from dreamrl.cli import main; main()", False),
+        ("import sys; sys.argv = ['dreamrl', 'config']; from dreamrl.cli import console; console()", True),
+    ],
+)
+def test_only_the_console_entry_point_restarts(code, restarts):
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={MALLOC_ENV: "nope", "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert (MALLOC_ENV in proc.stderr) is restarts, proc.stderr
+    assert (proc.returncode != 0) is restarts, proc.stderr
+
+
 def test_malloc_in_use_reads_the_process_mappings(tmp_path):
     maps = tmp_path / "maps"
     maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n")

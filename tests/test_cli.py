@@ -14,6 +14,7 @@ from dreamrl.agent import Agent
 from dreamrl.run.allocator import find_jemalloc
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
+from dreamrl.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread: on a busy 2-core machine two threads per run contend badly.
@@ -83,6 +84,9 @@ def test_eval_json_last_line(trained):
     assert result["env_steps"] == 300
     assert result["mean_return"] == pytest.approx(sum(result["returns"]) / 3)
     assert result["std_return"] >= 0
+    saved = RunDir(trained).eval_result(300)
+    assert f"Saved: {saved}" in proc.stdout
+    assert json.loads(saved.read_text())["returns"] == result["returns"]
 
 
 def test_rerun_resumes_where_it_stopped(trained, tmp_path):

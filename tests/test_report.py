@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreamrl.report import build_report, cmd_report
+from dreamrl.cli.report import report as cmd_report
+from dreamrl.report import build_report
 from dreamrl.report.html import loop_summary
 
 ROOT = Path(__file__).resolve().parents[1]

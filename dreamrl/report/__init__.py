@@ -6,6 +6,6 @@ draws its figures with matplotlib (imported only when a plot is drawn).
 
 from __future__ import annotations
 
-from dreamrl.report.html import build_report, cmd_report, write_report
+from dreamrl.report.html import build_report, write_report
 
-__all__ = ["build_report", "cmd_report", "write_report"]
+__all__ = ["build_report", "write_report"]

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,16 +635,3 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Pat
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)  # a reader never sees half a page
     return path, lines
-
-
-def cmd_report(run_dirs: Sequence[Path], out: Path | None = None) -> int:
-    """``dreamrl report``: write the page, print the aggregates and, last, the page's path."""
-    missing = [p for p in run_dirs if not p.is_dir()]
-    if missing:
-        print(f"error: no such run dir: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
-    path, lines = write_report(run_dirs, out)
-    for line in lines:
-        print(line)
-    print(f"Report: {path.resolve()}")
-    return 0

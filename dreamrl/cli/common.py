@@ -1,0 +1,83 @@
+"""What several commands share: the config arguments, how they resolve into a config,
+the thread count, and the env steps a checkpoint was taken at."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dreamrl import config as cfglib
+from dreamrl.config import Config, ConfigError
+from dreamrl.presets import PRESETS
+from dreamrl.rundir import LOOP_STATE, RunDir
+
+
+def config_args(p: argparse.ArgumentParser) -> None:
+    """``--env``, ``--preset``, ``--steps``, ``--seed`` and ``key=value`` overrides."""
+    p.add_argument("--env", help="gymnasium id (also 'module:Env-v0')")
+    p.add_argument(
+        "--preset",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help=f"presets, applied left to right: {', '.join(PRESETS)}",
+    )
+    p.add_argument("--steps", type=float, help="env steps to train for (run.steps)")
+    p.add_argument("--seed", type=int, help="run seed")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides by dotted path, e.g. run.train_ratio=512",
+    )
+
+
+def _split_presets(args: argparse.Namespace) -> None:
+    """``--preset a b.c=1`` swallows overrides: move ``k=v`` items back."""
+    presets = [p for p in args.preset if "=" not in p]
+    moved = [p for p in args.preset if "=" in p]
+    args.preset = presets
+    args.overrides = moved + list(args.overrides)
+
+
+def resolve(args: argparse.Namespace, saved: Config | None = None) -> Config:
+    """Build the run's config from the command line (and a saved one on resume)."""
+    _split_presets(args)
+    overrides = cfglib.parse_overrides(args.overrides)
+    if args.env:
+        overrides["task"] = args.env
+    elif saved is not None:
+        overrides.setdefault("task", saved.task)
+    if args.steps is not None:
+        overrides["run.steps"] = str(args.steps)
+    if args.seed is not None:
+        overrides["seed"] = str(args.seed)
+    return cfglib.build_config(args.preset, overrides)
+
+
+def set_threads(config: Config) -> None:
+    """Apply ``compute.threads`` to torch (0 keeps torch's own choice)."""
+    if config.compute.threads:
+        import torch
+
+        torch.set_num_threads(config.compute.threads)
+
+
+def checkpoint_env_steps(ckpt: Path) -> int | None:
+    """The env steps the training loop had taken when it saved checkpoint dir ``ckpt``;
+    None for an agent saved without the loop's state."""
+    if not (ckpt / LOOP_STATE).exists():
+        return None
+    from dreamrl.run.checkpoint import load_loop_state
+
+    return int(load_loop_state(ckpt)["env_steps"])
+
+
+def output_run_dir(logdir: Path) -> RunDir:
+    """The run dir ``--logdir`` is, or the one the checkpoint dir it names sits in: where
+    a command writes its results unless ``--out`` says otherwise."""
+    run_dir = RunDir.of(logdir)
+    if run_dir is None:
+        raise ConfigError(f"--logdir {logdir}: not inside a run dir; say where to write with --out")
+    return run_dir
