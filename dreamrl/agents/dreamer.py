@@ -98,7 +98,7 @@ class DreamerAgent:
         self.updates = 0
         scales = cfg.loss_scales
         self.scales = {
-            **{k: scales.rec for k in self.obs_space},
+            **{k: scales.rec for k in self.wm.decoder.spaces},  # one reconstruction loss per decoded key
             "rew": scales.rew,
             "con": scales.con,
             "dyn": scales.dyn,

@@ -1,6 +1,7 @@
 """``dreamrl check-env``: build an env as training would and check it meets the contract.
 
 Reports the spaces, each key's dtype, shape and value range over random-action steps,
+the parts of the observation left out (those the model cannot read),
 NaN/inf, whether a reset with the same seed gives the same episode, how episodes end,
 and step speed. Problems are errors naming the key, the step, the shape, dtype or bound
 that was wrong and what was expected.
@@ -53,6 +54,7 @@ class CheckReport:
     stats: dict[str, KeyStats] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # parts of the observation left out or renamed
     steps: int = 0
     episodes: int = 0
     terminations: int = 0
@@ -74,6 +76,7 @@ class CheckReport:
             "ranges": {k: [s.low, s.high, s.mean] for k, s in self.stats.items()},
             "errors": self.errors,
             "warnings": self.warnings,
+            "notes": self.notes,
             "steps": self.steps,
             "episodes": self.episodes,
             "terminations": self.terminations,
@@ -98,6 +101,7 @@ class CheckReport:
             s = self.stats.get(key, KeyStats())
             kind = f"{space.dtype}{list(space.shape)}"
             lines.append(f"  {key}: {kind} range [{s.low:.4g}, {s.high:.4g}] mean {s.mean:.4g}")
+        lines += [f"  note: {n}" for n in self.notes]
         r = self.stats.get("reward", KeyStats())
         lines.append(f"  reward: range [{r.low:.4g}, {r.high:.4g}] mean {r.mean:.4g}")
         lines.append(
@@ -191,6 +195,7 @@ def same_episode(env: Env, seed: int, steps: int, rng_seed: int) -> tuple[bool, 
 def check_env(config: Config, env: Env, steps: int = 500, seed: int = 0) -> CheckReport:
     """Run the checks on ``env`` (built from ``config``) for ``steps`` random steps."""
     report = CheckReport(config.task, env.obs_space, env.act_space)
+    report.notes += env.obs_converter.notes
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     step = env.reset(seed=seed)

@@ -1,14 +1,19 @@
 """Gymnasium environments behind dreamrl's env contract (see :mod:`dreamrl.envs.base`).
 
-With ``pixels=True`` the env's ``rgb_array`` render replaces its observation.
+With ``pixels=True`` the env's ``rgb_array`` render replaces its observation. Parts of
+the observation the model cannot read are left out; ``obs_converter.notes`` says which
+(the env pool prints them once). An env with nothing readable, or with an action space
+dreamrl cannot act in, is a :class:`~dreamrl.config.ConfigError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
+from dreamrl.config import ConfigError
 from dreamrl.envs.base import SpacesFromConverters, Step, pack
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 
@@ -22,8 +27,14 @@ class GymEnv(SpacesFromConverters):
         self.env = env
         self.pixels = pixels
         self.repeat = repeat
-        self.obs_converter = ObsConverter.from_gym(env.observation_space, size, pixels)
-        self.act_converter = ActionConverter.from_gym(env.action_space)
+        try:
+            self.obs_converter = ObsConverter.from_gym(env.observation_space, size, pixels)
+            self.act_converter = ActionConverter.from_gym(env.action_space)
+        except ConfigError as e:  # the env cannot be trained on: say which env
+            with contextlib.suppress(Exception):
+                env.close()
+            spec = getattr(env, "spec", None)
+            raise ConfigError(f"env {spec.id}: {e}" if spec is not None else str(e)) from None
         self._seed = seed
         if seed is not None:
             env.action_space.seed(seed)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import multiprocessing as mp
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -397,6 +398,8 @@ class EnvPool:
             raise
         first = self._slots[0]
         self.obs_converter: ObsConverter = first.obs_converter
+        for note in self.obs_converter.notes:  # what the model will not see: once per pool, not per env
+            print(f"warning: {note}", file=sys.stderr)
         self.act_converter: ActionConverter = first.act_converter
         self.obs_space: dict[str, Space] = self.obs_converter.spaces
         self.act_space: Space = self.act_converter.space

@@ -1,8 +1,10 @@
 """Observation encoder and decoder for dict observations mixing images and vectors.
 
 Images are ``uint8 [..., H, W, C]`` (channels last, as envs give them); vectors are
-``float32 [..., D]``. The encoder's CNN convolves unstrided and max-pools by 2 each
-stage and the decoder upsamples (nearest) then convolves, as the official code does.
+``float32 [..., D]``. Each reads or rebuilds the keys of the spaces it is built with:
+:func:`select_keys` picks them by the ``agent.enc.spaces`` / ``agent.dec.spaces`` regex.
+The encoder's CNN convolves unstrided and max-pools by 2 each stage and the decoder
+upsamples (nearest) then convolves, as the official code does.
 
 Feature maps are kept in PyTorch's channels-last memory format (``[N, C, H, W]``
 shapes with NHWC strides): oneDNN's convolutions run about twice as fast on it on a
@@ -11,18 +13,39 @@ CPU for these small channel counts, and the images arrive in that layout anyway.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamrl.config import DecoderConfig, EncoderConfig
+from dreamrl.config import ConfigError, DecoderConfig, EncoderConfig
 from dreamrl.nets.distributions import symlog
 from dreamrl.nets.layers import BlockLinear, ChannelNormSiLU, Conv2d, Linear, RMSNorm, mlp
 from dreamrl.spaces import Space
 
 CHANNELS_LAST = torch.channels_last
+
+
+def select_keys(spaces: Mapping[str, Space], pattern: str, setting: str) -> dict[str, Space]:
+    """The observation keys ``pattern`` (a regex, fully matched) selects, for the encoder
+    or decoder that ``setting`` (``agent.enc.spaces`` / ``agent.dec.spaces``) configures.
+
+    Raises :class:`ConfigError` naming the setting when the regex does not compile or
+    selects no key: the encoder must read something, and a world model with nothing to
+    reconstruct is not DreamerV3's (its representation is learned through the decoder)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"{setting}: {pattern!r} is not a regular expression ({e})") from None
+    chosen = {k: s for k, s in spaces.items() if regex.fullmatch(k)}
+    if not chosen:
+        raise ConfigError(
+            f"{setting}: {pattern!r} matches none of the observation keys ({', '.join(spaces)}); "
+            "it must match at least one, in full"
+        )
+    return chosen
 
 
 def split_keys(spaces: Mapping[str, Space]) -> tuple[list[str], list[str]]:
@@ -37,6 +60,7 @@ class Encoder(nn.Module):
 
     def __init__(self, spaces: Mapping[str, Space], cfg: EncoderConfig, fused: bool = False):
         super().__init__()
+        self.spaces = dict(spaces)  # the keys it reads; others in the observation are ignored
         self.image_keys, self.vector_keys = split_keys(spaces)
         self.symlog = cfg.symlog
         width = 0
@@ -95,7 +119,7 @@ class Decoder(nn.Module):
         fused: bool = False,
     ):
         super().__init__()
-        self.spaces = dict(spaces)
+        self.spaces = dict(spaces)  # the keys it rebuilds, one reconstruction loss each
         self.image_keys, self.vector_keys = split_keys(spaces)
         if self.vector_keys:
             self.mlp = mlp(deter + stoch_flat, cfg.layers, cfg.units)

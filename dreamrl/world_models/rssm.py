@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from dreamrl.config import AgentConfig, ComputeConfig
 from dreamrl.nets import distributions as D
-from dreamrl.nets.codec import Decoder, Encoder
+from dreamrl.nets.codec import Decoder, Encoder, select_keys
 from dreamrl.nets.heads import BinaryHead, TwoHotHead
 from dreamrl.nets.rssm import CLASS_DIM, RSSM, Latent, Observed, kl_losses
 from dreamrl.spaces import Space, action_width
@@ -80,11 +80,13 @@ class WorldModel(nn.Module):
         self.obs_space = dict(obs_space)
         rssm_cfg = cfg.dyn.rssm
         fused = compute.compile
-        self.encoder = Encoder(obs_space, cfg.enc.simple, fused=fused)
+        enc_space = select_keys(obs_space, cfg.enc.spaces, "agent.enc.spaces")
+        dec_space = select_keys(obs_space, cfg.dec.spaces, "agent.dec.spaces")
+        self.encoder = Encoder(enc_space, cfg.enc.simple, fused=fused)
         self.rssm = RSSM(rssm_cfg, self.encoder.out_dim, action_width(act_space), fused=fused)
         feat = rssm_cfg.deter + rssm_cfg.stoch * rssm_cfg.classes
         self.feat_dim = feat
-        self.decoder = Decoder(obs_space, cfg.dec.simple, rssm_cfg.deter, self.rssm.stoch_flat, fused=fused)
+        self.decoder = Decoder(dec_space, cfg.dec.simple, rssm_cfg.deter, self.rssm.stoch_flat, fused=fused)
         self.reward = TwoHotHead(feat, cfg.rewhead)
         self.cont = BinaryHead(feat, cfg.conhead)
         # Frames per encoder/decoder chunk in :meth:`loss` (``compute.codec_chunk``); 0: all.
@@ -104,8 +106,8 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[dict[str, torch.Tensor], Observed, dict[str, torch.Tensor]]:
         """World-model losses ``{name: [B, T]}`` (unscaled), the filtered states, and
-        metrics. Loss names: every observation key (reconstruction), ``rew``, ``con``,
-        ``dyn``, ``rep``."""
+        metrics. Loss names: every decoded observation key (reconstruction, the keys
+        ``agent.dec.spaces`` selects), ``rew``, ``con``, ``dyn``, ``rep``."""
         B, T = batch.is_first.shape
         # Named phases show up in `dreamrl bench --profile` (and cost nothing otherwise).
         chunk = self.codec_chunk
