@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -525,6 +526,11 @@ def validate(config: Config) -> Config:
     _check(config.agent.dyn.typ == "rssm", "agent.dyn.typ", "'rssm'", config.agent.dyn.typ)
     _check(config.agent.enc.typ == "simple", "agent.enc.typ", "'simple'", config.agent.enc.typ)
     _check(config.agent.dec.typ == "simple", "agent.dec.typ", "'simple'", config.agent.dec.typ)
+    for path in ("agent.enc.spaces", "agent.dec.spaces"):
+        try:
+            re.compile(get(config, path))
+        except re.error as e:
+            raise ConfigError(f"{path}: {get(config, path)!r} is not a regular expression ({e})") from None
     _check(
         len(config.agent.enc.simple.mults) == len(config.agent.dec.simple.mults),
         "agent.dec.simple.mults",

@@ -164,11 +164,15 @@ class Replay:
         arrays = {k: v[stream, idx] for k, v in self.data.items()}
         name = f"{stream:03d}-{start:012d}-{size:06d}.npz"
         tmp = self.directory / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / name)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: no partial chunk is left behind
+            raise
 
     def _delete_evicted(self) -> None:
         assert self.directory is not None

@@ -350,3 +350,17 @@ def test_a_selection_matching_nothing_exits_2_from_train(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "error: agent.enc.spaces: 'mission' matches none of the observation keys (direction, image)" in err
+
+
+def test_diagnostics_and_whatif_look_only_at_the_keys_the_decoder_rebuilds(tmp_path):
+    """With the image left out of the decoder, the open-loop picture falls back to the
+    decoded vector instead of asking the decoder for an image it never rebuilds."""
+    from dreamrl.cli import main
+    from dreamrl.diagnostics.hook import training_hooks
+
+    small = {"env.size": (48, 48), "run.train_ratio": 8, "agent.dec.spaces": "direction"}
+    cfg = config(**{"run.steps": 200, "run.eval_every": 200, "run.eval_eps": 1, **small})
+    train(cfg, tmp_path, make_env=grid_env, hooks=training_hooks(cfg, tmp_path), out=io.StringIO())
+    assert list((tmp_path / "diagnostics").glob("openloop-*.png"))
+    assert main(["whatif", "--logdir", str(tmp_path), "--horizon", "3"]) == 0
+    assert list((tmp_path / "whatif").glob("whatif-*.png"))

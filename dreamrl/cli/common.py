@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
 from dreamrl.presets import PRESETS
 from dreamrl.rundir import LOOP_STATE, RunDir
+
+if TYPE_CHECKING:
+    from dreamrl.agent import Agent
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +76,23 @@ def checkpoint_env_steps(ckpt: Path) -> int | None:
     from dreamrl.run.checkpoint import load_loop_state
 
     return int(load_loop_state(ckpt)["env_steps"])
+
+
+def load_agent(logdir: Path) -> tuple[Agent, Path, int | None]:
+    """The agent ``--logdir`` names (a checkpoint dir, or a run dir's newest good
+    checkpoint), the checkpoint dir it came from and the env steps it was saved at. A run
+    in training meanwhile may prune that checkpoint while it is read: the next newest is
+    read then. A dir that holds no agent is a ConfigError (exit status 2)."""
+    from dreamrl.agent import Agent
+    from dreamrl.run.checkpoint import read_newest
+
+    def read(ckpt: Path) -> tuple[Agent, Path, int | None]:
+        return Agent.load(ckpt), ckpt, checkpoint_env_steps(ckpt)
+
+    try:
+        return read_newest(Path(logdir), read)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
 
 
 def output_run_dir(logdir: Path) -> RunDir:

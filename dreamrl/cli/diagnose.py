@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dreamrl.cli.common import checkpoint_env_steps, output_run_dir
+from dreamrl.cli.common import load_agent, output_run_dir
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,16 +27,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dreamrl.agent import Agent
     from dreamrl.diagnostics import run_diagnostics
     from dreamrl.diagnostics.record import diagnostic_seeds, record_episodes
-    from dreamrl.run.checkpoint import find_agent_dir
 
-    ckpt = find_agent_dir(args.logdir)
+    agent, _, env_steps = load_agent(args.logdir)
     out = Path(args.out) if args.out is not None else output_run_dir(args.logdir).diagnostics
-    agent = Agent.load(ckpt)
     result = record_episodes(agent, diagnostic_seeds(agent.config.seed, args.seed, args.episodes))
-    step = checkpoint_env_steps(ckpt) or 0
+    step = env_steps or 0
     d = run_diagnostics(
         agent, result.episodes, out, step, args.context, args.horizon, args.sequences, args.seed
     )

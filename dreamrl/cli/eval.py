@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from dreamrl.cli.common import checkpoint_env_steps
+from dreamrl.cli.common import load_agent
 from dreamrl.config import ConfigError
+from dreamrl.run.disk import write_atomic
 from dreamrl.rundir import RunDir
 
 
@@ -28,20 +28,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import functools
 
-    from dreamrl.agent import Agent
     from dreamrl.envs import TEST_STREAM, env_seed, make_env
     from dreamrl.run import aggregate
-    from dreamrl.run.checkpoint import find_agent_dir
     from dreamrl.run.evaluate import evaluate
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: {args.episodes} is out of range; allowed: 1 or more")
-    try:
-        ckpt = find_agent_dir(args.logdir)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    agent = Agent.load(ckpt)
+    agent, ckpt, env_steps = load_agent(args.logdir)
     config = agent.config
     seed = config.seed if args.seed is None else args.seed
     seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
@@ -55,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         workers=config.run.env_workers,
         timeout=config.run.env_timeout,
     )
-    env_steps = checkpoint_env_steps(ckpt)
     # Episodes are the runs of one task: IQM and median over episodes, and a stratified
     # bootstrap CI of their mean (dreamrl/run/aggregate.py, rliable's definitions).
     stats = aggregate.aggregate(result.returns)
@@ -86,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if run_dir is not None and env_steps is not None:
         out = run_dir.eval_result(env_steps, stochastic=args.stochastic)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=1) + "\n")
+        write_atomic(out, json.dumps(summary, indent=1) + "\n")
         print(f"Saved: {out}")
     if args.json:
         print(json.dumps(summary))

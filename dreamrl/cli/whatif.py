@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dreamrl.cli.common import checkpoint_env_steps, output_run_dir
+from dreamrl.cli.common import load_agent, output_run_dir
 
 if TYPE_CHECKING:
     from dreamrl.spaces import Space
@@ -67,14 +67,11 @@ def branch_actions(
 
 
 def run(args: argparse.Namespace) -> int:
-    from dreamrl.agent import Agent
     from dreamrl.diagnostics import whatif
     from dreamrl.diagnostics.record import diagnostic_seeds, record_episodes, write_whatif
-    from dreamrl.run.checkpoint import find_agent_dir
 
-    ckpt = find_agent_dir(args.logdir)
+    agent, _, env_steps = load_agent(args.logdir)
     out = Path(args.out) if args.out is not None else output_run_dir(args.logdir).whatif
-    agent = Agent.load(ckpt)
     episode = record_episodes(agent, diagnostic_seeds(agent.config.seed, args.seed, 1)).episodes[0]
     length = len(episode["reward"])
     t = length // 3 if args.t is None else args.t
@@ -91,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
     )
     result = whatif(agent, episode, t, actions, horizon, description, seed=args.seed)
-    step = checkpoint_env_steps(ckpt) or 0
-    image_keys = [k for k, s in agent.obs_space.items() if s.is_image]
+    step = env_steps or 0
+    image_keys = [k for k, s in agent.wm.decoder.spaces.items() if s.is_image]  # the decoded ones
     path, picture, record = write_whatif(result, out, step, image_keys)
     print(f"From step {t} of a fresh {length}-step episode, {horizon} steps ahead:")
     for name, branch in (

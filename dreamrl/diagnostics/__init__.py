@@ -19,6 +19,7 @@ from dreamrl.diagnostics.images import curves_png, openloop_frames, png_bytes
 from dreamrl.diagnostics.metrics import diagnose, summarize, weakest
 from dreamrl.diagnostics.rollout import Rollout, WorldModelView, rollout, windows
 from dreamrl.diagnostics.whatif import WhatIf, whatif, whatif_picture
+from dreamrl.run.disk import write_atomic
 
 __all__ = [
     "Rollout",
@@ -36,13 +37,15 @@ __all__ = [
 
 
 def openloop_picture(agent: Any, r: Rollout, data: dict[str, np.ndarray], shown: int = 4) -> bytes:
-    """PNG of the open-loop prediction of the first ``shown`` windows."""
-    image_keys = [k for k, s in agent.obs_space.items() if s.is_image]
+    """PNG of the open-loop prediction of the first ``shown`` windows (of the first
+    decoded image key, else of the first decoded vector key)."""
+    decoded = [k for k in agent.obs_space if k in r.recon]
+    image_keys = [k for k in decoded if agent.obs_space[k].is_image]
     if image_keys:
         key = image_keys[0]
         pred = r.recon[key][:shown].cpu().numpy()
         return png_bytes(openloop_frames(data[key][:shown], pred, r.context))
-    key = next(iter(agent.obs_space))
+    key = decoded[0]
     true = np.asarray(data[key][0], np.float32).reshape(len(data[key][0]), -1)
     pred = r.recon[key][0].cpu().numpy().reshape(true.shape)
     series = {}
@@ -78,7 +81,7 @@ def run_diagnostics(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         picture = f"openloop-{step:012d}.png"
-        (out_dir / picture).write_bytes(openloop_picture(agent, r, data))
+        write_atomic(out_dir / picture, openloop_picture(agent, r, data))
         result["images"] = {"openloop": picture}
-        (out_dir / f"diagnose-{step:012d}.json").write_text(json.dumps(result, indent=1))
+        write_atomic(out_dir / f"diagnose-{step:012d}.json", json.dumps(result, indent=1))
     return result

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dreamrl.run.disk import write_atomic
+
 if TYPE_CHECKING:
     from dreamrl.agents.base import Agent
     from dreamrl.diagnostics.whatif import WhatIf
@@ -50,8 +52,8 @@ def write_whatif(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"whatif-{step:012d}-t{result.t}"
     picture = out_dir / f"{stem}.png"
-    picture.write_bytes(whatif_picture(result, list(image_keys)))
+    write_atomic(picture, whatif_picture(result, list(image_keys)))
     record = {**result.as_dict(), "image": picture.name, "step": step}
     path = out_dir / f"{stem}.json"
-    path.write_text(json.dumps(record, indent=1))
+    write_atomic(path, json.dumps(record, indent=1))
     return path, picture, record

@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dreamrl.run.disk import is_disk_full
 from dreamrl.rundir import RunDir
 
 # The parts of the training loop whose share of wall time is logged as time/<part>_frac.
@@ -43,21 +45,40 @@ class Mean:
 
 
 class MetricsLogger:
-    """Writes records to ``metrics.jsonl`` and, when available, TensorBoard."""
+    """Writes records to ``metrics.jsonl`` and, when available, TensorBoard.
+
+    TensorBoard writes its event file from a thread of its own, where a full disk would
+    end in a traceback on stderr while the run went on. While the logger is open, such a
+    failure is caught there and raised by the next :meth:`write` instead, so the run stops
+    the way every other writer's full disk stops it (:mod:`dreamrl.run.disk`).
+    """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.path = RunDir(run_dir).metrics
+        _drop_partial_line(self.path)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - open for the run, closed by close()
         self._tb: Any = None
+        self._thread_error: BaseException | None = None
+        self._previous_hook: Any = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
             else:
+                self._previous_hook = threading.excepthook
+                threading.excepthook = self._thread_failed
                 self._tb = SummaryWriter(str(RunDir(run_dir).tensorboard))
 
+    def _thread_failed(self, args: Any) -> None:
+        if args.exc_value is not None and is_disk_full(args.exc_value):
+            self._thread_error = args.exc_value
+            return
+        self._previous_hook(args)
+
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if self._thread_error is not None:
+            raise self._thread_error
         record: dict[str, Any] = {"step": int(step)}
         for k, v in metrics.items():
             if isinstance(v, float) and not math.isfinite(v):
@@ -75,9 +96,27 @@ class MetricsLogger:
             self._tb.flush()
 
     def close(self) -> None:
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        try:
+            self._file.close()
+            if self._tb is not None:
+                self._tb.close()
+        finally:
+            if self._previous_hook is not None and threading.excepthook == self._thread_failed:
+                threading.excepthook = self._previous_hook
+        if self._thread_error is not None:
+            raise self._thread_error
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last record that was only half written (the disk filled mid-line), so that
+    the records appended after a resume start on a line of their own."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
 from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_partial_saves, save_checkpoint
+from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import EvalResult, eval_seeds, evaluate
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
@@ -199,7 +200,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         if not locked:
             held.enter_context(exclusive(run_dir))
-        files.config.write_text(json.dumps(to_dict(config), indent=1))
+        write_atomic(files.config, json.dumps(to_dict(config), indent=1))
         for path in remove_partial_saves(run_dir):
             print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
         replay = make_replay(config, spaces, files.replay)
@@ -504,11 +505,24 @@ class Trainer:
             self.bar.note("interrupted: saving a checkpoint before exiting")
             self.save()
             raise
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise RunError(disk_full_message(self.run_dir, e, latest_checkpoint(self.run_dir))) from None
         finally:
             self.bar.close()
-            self.logger.close()
+            self._close_logger()
         self._summary()
         return state
+
+    def _close_logger(self) -> None:
+        """Close the logger; on a full disk its last flush fails too, and the run's one
+        message about that is already on its way."""
+        try:
+            self.logger.close()
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
 
     def _summary(self) -> None:
         state, out = self.state, self.out
