@@ -37,9 +37,12 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# Train the demo preset on CartPole-v1, evaluate it on 20 fresh episodes, imagine one
+# counterfactual (its own actor against the actions taken), and write the report.
 demo: setup
 	$(BIN)/dreamrl train --env CartPole-v1 --logdir runs/demo --preset demo
 	$(BIN)/dreamrl eval --logdir runs/demo --episodes 20
+	$(BIN)/dreamrl whatif --logdir runs/demo --policy
 	$(BIN)/dreamrl report --logdir runs/demo
 
 # Learning checks of the README (tens of minutes to hours on a CPU).

@@ -43,6 +43,25 @@ LOOP_TENSORS = "loop.safetensors"
 MANIFEST = "manifest.json"
 
 
+# Results written beside the run, named by the env step of the checkpoint they come from.
+EVAL_RESULT = re.compile(r"eval-(\d+)\.json")  # deterministic `dreamrl eval` summaries only
+
+
+def diagnosis_name(step: int) -> str:
+    """``diagnostics/`` file of the diagnostics at env step ``step``."""
+    return f"diagnose-{step:012d}.json"
+
+
+def openloop_name(step: int) -> str:
+    """``diagnostics/`` picture of the open-loop prediction at env step ``step``."""
+    return f"openloop-{step:012d}.png"
+
+
+def whatif_stem(step: int, t: int) -> str:
+    """``whatif/`` name (without suffix) of a counterfactual branched at ``t``."""
+    return f"whatif-{step:012d}-t{t}"
+
+
 def checkpoint_name(step: int) -> str:
     """The directory name of the checkpoint at env step ``step``."""
     return f"ckpt-{step:012d}"

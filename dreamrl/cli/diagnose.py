@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamrl.cli.common import load_agent, output_run_dir
+from dreamrl.rundir import diagnosis_name
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  KL real||imag h=1 {d['kl'][0]:.3f}  h={h} {d['kl'][-1]:.3f} nats")
     print(f"  drift         h=1 {d['drift'][0]:.3f}  h={h} {d['drift'][-1]:.3f}")
     print(f"  {d['summary']}")
-    print(f"Written: {out / f'diagnose-{step:012d}.json'} and {out / d['images']['openloop']}")
+    print(f"Written: {out / diagnosis_name(step)} and {out / d['images']['openloop']}")
     if args.json:
         print(json.dumps(d))
     return 0

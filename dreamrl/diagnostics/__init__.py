@@ -20,6 +20,7 @@ from dreamrl.diagnostics.metrics import diagnose, summarize, weakest
 from dreamrl.diagnostics.rollout import Rollout, WorldModelView, rollout, windows
 from dreamrl.diagnostics.whatif import WhatIf, whatif, whatif_picture
 from dreamrl.run.disk import write_atomic
+from dreamrl.rundir import diagnosis_name, openloop_name
 
 __all__ = [
     "Rollout",
@@ -80,8 +81,8 @@ def run_diagnostics(
     result["summary"] = summarize(result)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        picture = f"openloop-{step:012d}.png"
+        picture = openloop_name(step)
         write_atomic(out_dir / picture, openloop_picture(agent, r, data))
         result["images"] = {"openloop": picture}
-        write_atomic(out_dir / f"diagnose-{step:012d}.json", json.dumps(result, indent=1))
+        write_atomic(out_dir / diagnosis_name(step), json.dumps(result, indent=1))
     return result

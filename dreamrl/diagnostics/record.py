@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dreamrl.run.disk import write_atomic
+from dreamrl.rundir import whatif_stem
 
 if TYPE_CHECKING:
     from dreamrl.agents.base import Agent
@@ -50,7 +51,7 @@ def write_whatif(
     from dreamrl.diagnostics.whatif import whatif_picture
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"whatif-{step:012d}-t{result.t}"
+    stem = whatif_stem(step, result.t)
     picture = out_dir / f"{stem}.png"
     write_atomic(picture, whatif_picture(result, list(image_keys)))
     record = {**result.as_dict(), "image": picture.name, "step": step}

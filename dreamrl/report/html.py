@@ -27,7 +27,6 @@ import html
 import io
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,8 @@ import numpy as np
 
 from dreamrl.run import aggregate
 from dreamrl.run.logging import LOOP_PARTS, loop_seconds
-from dreamrl.rundir import RunDir
+from dreamrl.rundir import EVAL_RESULT, RunDir
 
-EVAL_FILE = re.compile(r"eval-(\d+)\.json")  # deterministic results of `dreamrl eval` only
 # The loss terms shown first, in this order; other loss/* keys (reconstruction, one per
 # observation key, and any later term) follow. loss/total mixes scales and is left out.
 MAIN_LOSSES = ("dyn", "rep", "rew", "con", "policy", "value")
@@ -133,7 +131,7 @@ def latest_eval(run_dir: Path, records: Sequence[dict[str, Any]], problems: list
     files = sorted(
         (int(m.group(1)), p)
         for p in RunDir(run_dir).evals.glob("eval-*.json")
-        if (m := EVAL_FILE.fullmatch(p.name))
+        if (m := EVAL_RESULT.fullmatch(p.name))
     )
     for steps, path in reversed(files):
         data = _read_json(path, problems)

@@ -43,21 +43,35 @@ def matmul_peak_gflops(
     repeats: int = 5,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    min_seconds: float = 0.05,
 ) -> float:
-    """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype``, the best of ``repeats``."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b  # warm up
+    """GFLOP/s of a square matrix product in ``dtype``, the best of ``repeats``.
+
+    The side starts at 256 and doubles up to ``size`` while one product takes less than
+    ``min_seconds``: big enough to reach the machine's peak, yet bounded where ``dtype``
+    is emulated (bfloat16 on a CPU without bfloat16 units runs at well under 1 GFLOP/s,
+    where a 2048 product would take a minute)."""
+    side = min(256, size)
+    while True:
+        a = torch.randn(side, side, device=device, dtype=dtype)
+        b = torch.randn(side, side, device=device, dtype=dtype)
+        if _time_product(a, b) >= min_seconds or side >= size:
+            break
+        side *= 2
     best = 0.0
     for _ in range(repeats):
-        if a.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if a.is_cuda:
-            torch.cuda.synchronize()
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+        best = max(best, 2 * side**3 / _time_product(a, b) / 1e9)
     return best
+
+
+def _time_product(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    a @ b
+    if a.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def random_batch(
