@@ -135,5 +135,5 @@ def test_chunks_keep_much_less_for_the_backward_pass():
 
 
 def test_a_negative_chunk_is_refused():
-    with pytest.raises(ConfigError, match=r"run\.codec_chunk"):
+    with pytest.raises(ConfigError, match=r"compute\.codec_chunk"):
         build_config(["debug"], {"task": "test", "compute.codec_chunk": -1})

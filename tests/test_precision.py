@@ -48,9 +48,9 @@ def random_batch(act: Space = DISCRETE, batch: int = 3, length: int = 8) -> dict
 
 
 def test_unknown_precision_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"run\.precision"):
+    with pytest.raises(ConfigError, match=r"compute\.precision"):
         build_config(["debug"], {"task": "test", "compute.precision": "float16"})
-    with pytest.raises(ValueError, match=r"run\.precision"):
+    with pytest.raises(ValueError, match=r"compute\.precision"):
         autocast("half", torch.device("cpu"))
 
 
@@ -59,7 +59,7 @@ def test_bfloat16_step_keeps_weights_gradients_and_optimiser_float32(act: Space)
     agent = make_agent("bfloat16", act)
     before = {k: v.clone() for k, v in agent.wm.state_dict().items()}
     for _ in range(2):  # the learning rate warms up from 0: the first update moves nothing
-        metrics = agent.train_step(random_batch(act))
+        metrics = agent.train_step(random_batch(act)).metrics
     assert metrics["train/skipped"] == 0.0
     assert all(np.isfinite(v) for v in metrics.values())
     params = [p for m in (agent.wm, agent.ac) for p in m.parameters()]
@@ -107,7 +107,7 @@ def test_bfloat16_losses_track_float32_losses():
     for precision in ("float32", "bfloat16"):
         agent = make_agent(precision)  # same seed: same weights, same sampling generator
         with agent.autocast():
-            losses, _ = agent.losses(agent.to_batch(data))
+            losses, _, _ = agent.losses(agent.to_batch(data))
         results[precision] = {k: float(v.detach().mean()) for k, v in losses.items()}
     f32, bf16 = results["float32"], results["bfloat16"]
     for key in ("image", "vector", "rew", "con", "dyn", "rep", "value"):
@@ -147,9 +147,9 @@ def test_bfloat16_policy_acts_in_the_action_space():
 
 
 def test_emulated_bfloat16_is_warned_about(monkeypatch):
-    import dreamrl.agent
+    import dreamrl.agents.dreamer
 
-    monkeypatch.setattr(dreamrl.agent, "bfloat16_is_native", lambda device: False)
+    monkeypatch.setattr(dreamrl.agents.dreamer, "bfloat16_is_native", lambda device: False)
     with pytest.warns(UserWarning, match="emulated"):
         make_agent("bfloat16")
     with warnings.catch_warnings():

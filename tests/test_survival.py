@@ -93,8 +93,13 @@ def test_kill_9_then_the_same_command_continues_exactly(uninterrupted, tmp_path)
         json.loads((p / "loop.json").read_text())
         for _, p in (list_checkpoints(uninterrupted)[-1:] + list_checkpoints(logdir)[-1:])
     ]
-    for field in ("env_steps", "updates", "episodes", "eval_episodes", "env_episodes"):
+    for field in ("env_steps", "skipped_updates", "episodes", "eval_episodes", "env_episodes"):
         assert loops[0][field] == loops[1][field], field
+    agents = [
+        json.loads((p / "agent.json").read_text())
+        for _, p in (list_checkpoints(uninterrupted)[-1:] + list_checkpoints(logdir)[-1:])
+    ]
+    assert agents[0]["updates"] == agents[1]["updates"] > 0  # the run's one update counter
     assert not list((logdir / "checkpoints").glob(".tmp-*"))
 
 
