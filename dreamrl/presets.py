@@ -122,6 +122,9 @@ OWN: dict[str, Preset] = {
 PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN}
 
 # What `--preset demo` was measured to do, said to a user who named no preset.
-DEMO_RESULT = "learns CartPole-v1 (measured in docs/learning.md)"
+DEMO_RESULT = (
+    "learns CartPole-v1 to a return of 500 in 2,500 env steps, 8 minutes of training on a "
+    "2-core CPU (docs/learning.md)"
+)
 
 SIZE_NAMES = tuple(SIZES)

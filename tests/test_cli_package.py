@@ -122,3 +122,20 @@ def test_branch_actions_as_the_flags_ask():
     assert actions.shape == (5,) and 0 <= actions.min() <= actions.max() < 3 and text == "random actions"
     actions, _ = branch_actions(box, 5, rng)
     assert actions.shape == (5, 2) and actions.dtype == np.float32 and np.abs(actions).max() <= 1
+
+
+def test_a_user_who_names_no_size_is_told_what_the_choice_means_and_what_is_faster():
+    import torch
+
+    from dreamrl.cli.train import explain_choices
+    from dreamrl.config import build_config
+
+    size = "size200m" if torch.cuda.is_available() else "size1m"
+    lines = explain_choices(build_config([], {"task": "CartPole-v1"}), size)
+    text = "\n".join(lines)
+    assert lines[0].startswith(f"No size preset given: using {size}")
+    assert "learning rate (4e-05)" in text and "train ratio 32" in text
+    assert "--preset demo learns CartPole-v1" in text and "docs/learning.md" in text
+    assert "run.steps is 10,000,000,000" in text
+    quick = explain_choices(build_config(["quick"], {"task": "CartPole-v1", "run.steps": 1000}), size)
+    assert len(quick) == 1  # the learning rate and the step budget were chosen: nothing to explain
