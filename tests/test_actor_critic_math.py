@@ -24,6 +24,7 @@ from dreamrl.config import (
     build_config,
 )
 from dreamrl.nets.heads import OneHotDist, TwoHotHead
+from dreamrl.run.bench import random_batch
 from dreamrl.spaces import Space, replay_spaces
 
 # ----------------------------------------------------------------------------- hand helpers
@@ -328,17 +329,10 @@ def make_agent(**overrides: object) -> DreamerAgent:
 
 def make_batch(agent: DreamerAgent, seed: int = 0) -> dict[str, np.ndarray]:
     """Random replay data: an episode ends (terminal) at t=2, the next starts at t=3."""
-    rng = np.random.default_rng(seed)
+    spaces = replay_spaces(agent.obs_space, agent.act_space)
     B, T = agent.config.batch_size, agent.config.batch_length
-    out = {}
-    for key, space in replay_spaces(agent.obs_space, agent.act_space).items():
-        if space.discrete:
-            out[key] = rng.integers(0, space.classes, (B, T)).astype(np.int32)
-        elif space.dtype == "bool":
-            out[key] = np.zeros((B, T), bool)
-        else:
-            out[key] = rng.uniform(-1, 1, (B, T, *space.shape)).astype(np.float32)
-    out["is_first"][:, [0, 3]] = True
+    out = random_batch(spaces, B, T, np.random.default_rng(seed))
+    out["is_first"][:, 3] = True
     out["is_last"][:, 2] = True
     out["is_terminal"][:, 2] = True
     return out

@@ -9,6 +9,7 @@ import torch
 
 from dreamrl.agent import Agent
 from dreamrl.config import build_config
+from dreamrl.run.bench import random_batch
 from dreamrl.spaces import Space, replay_spaces
 
 VECTOR = {"vector": Space("float32", (4,))}
@@ -24,19 +25,9 @@ def make_agent(obs=VECTOR, act=DISCRETE, seed=0, **overrides):
 
 def fake_batch(agent: Agent, seed: int = 0) -> dict[str, np.ndarray]:
     """A replay-shaped batch of random data, episodes starting at t=0 and t=9."""
-    rng = np.random.default_rng(seed)
+    spaces = replay_spaces(agent.obs_space, agent.act_space)
     B, T = agent.config.batch_size, agent.config.batch_length
-    out = {}
-    for key, space in replay_spaces(agent.obs_space, agent.act_space).items():
-        if space.dtype == "uint8":
-            out[key] = rng.integers(0, 256, (B, T, *space.shape), dtype=np.uint8)
-        elif space.discrete:
-            out[key] = rng.integers(0, space.classes, (B, T)).astype(np.int32)
-        elif space.dtype == "bool":
-            out[key] = np.zeros((B, T), bool)
-        else:
-            out[key] = rng.uniform(-1, 1, (B, T, *space.shape)).astype(np.float32)
-    out["is_first"][:, 0] = True
+    out = random_batch(spaces, B, T, np.random.default_rng(seed))
     out["is_first"][:, 9] = True
     out["is_last"][:, 8] = True
     out["is_terminal"][:, 8] = True

@@ -28,6 +28,7 @@ from dreamrl.config import ConfigError, build_config
 from dreamrl.envs import ActionConverter, GymEnv, ObsConverter, make_env
 from dreamrl.envs.check import check_env
 from dreamrl.envs.pool import EnvPool
+from dreamrl.run.bench import random_batch as replay_shaped
 from dreamrl.run.train import train
 from dreamrl.spaces import Space, replay_spaces
 
@@ -283,20 +284,9 @@ def make_agent(**overrides):
 
 
 def random_batch(agent, seed=0):
-    rng = np.random.default_rng(seed)
+    spaces = replay_spaces(agent.obs_space, agent.act_space)
     B, T = agent.config.batch_size, agent.config.batch_length
-    out = {}
-    for key, space in replay_spaces(agent.obs_space, agent.act_space).items():
-        if space.dtype == "uint8":
-            out[key] = rng.integers(0, 256, (B, T, *space.shape), dtype=np.uint8)
-        elif space.discrete:
-            out[key] = rng.integers(0, space.classes, (B, T)).astype(np.int32)
-        elif space.dtype == "bool":
-            out[key] = np.zeros((B, T), bool)
-        else:
-            out[key] = rng.uniform(-1, 1, (B, T, *space.shape)).astype(np.float32)
-    out["is_first"][:, 0] = True
-    return out
+    return replay_shaped(spaces, B, T, np.random.default_rng(seed))
 
 
 def test_enc_and_dec_spaces_choose_what_the_encoder_reads_and_the_decoder_rebuilds():
