@@ -153,6 +153,14 @@ class Resumed:
     returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
+    @classmethod
+    def fresh(cls, envs: int, state: LoopState | None = None) -> Resumed:
+        """A run of ``envs`` envs at ``state`` (default: its start), each env to reset."""
+        state = state or LoopState()
+        if not state.env_episodes:
+            state.env_episodes = [0] * envs
+        return cls(state, returns=np.zeros(envs), lengths=np.zeros(envs, np.int64))
+
 
 def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO) -> Resumed:
     """Bring ``agent``, ``replay`` and the envs of ``pool`` back to checkpoint ``ckpt``."""
@@ -160,10 +168,8 @@ def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO
 
     meta = json.loads((ckpt / AGENT_META).read_text())
     agent.restore(load_file(str(ckpt / AGENT_WEIGHTS)), meta)
-    state = LoopState.from_json(load_loop_state(ckpt))
-    envs = pool.size
-    if not state.env_episodes:
-        state.env_episodes = [0] * envs
+    resumed = Resumed.fresh(pool.size, LoopState.from_json(load_loop_state(ckpt)))
+    state = resumed.state
     loaded = replay.load(until=state.replay.get("count"))
     replay.restore(state.replay)
     print(
@@ -175,7 +181,6 @@ def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO
         print(f"Discarded {replay.dropped_chunks} replay chunk(s) written after that checkpoint.", file=out)
     for problem in replay.bad_chunks:
         print(f"warning: skipped a damaged replay chunk: {problem}", file=out)
-    resumed = Resumed(state, returns=np.zeros(envs), lengths=np.zeros(envs, np.int64))
     _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt), out)
     return resumed
 

@@ -207,11 +207,7 @@ def train(
         if ckpt is not None:
             resumed = resumelib.restore(ckpt, agent, replay, pool, out)
         else:
-            resumed = resumelib.Resumed(
-                LoopState(env_episodes=[0] * run.envs),
-                returns=np.zeros(run.envs),
-                lengths=np.zeros(run.envs, np.int64),
-            )
+            resumed = resumelib.Resumed.fresh(run.envs)
         _describe(config, agent, pool, replay, out)
         parts = LoopParts(pool, agent, replay, make_logger(run_dir), make_env)
         state = Trainer(config, run_dir, parts, hooks, resumed, out, progress, interrupt).run()
