@@ -234,7 +234,29 @@ class RetNormConfig:
 
 
 @dataclass(frozen=True)
+class DecoderFreeConfig:
+    scale: float = _doc(1.0, "Weight of the redundancy-reduction loss (the decoder's place in the total).")
+    offdiag: float = _doc(
+        0.0051, "Weight of the off-diagonal cross-correlation terms (Barlow Twins' lambda)."
+    )
+    proj_units: int = _doc(512, "Hidden units of the projector from the latent features to the embedding.")
+    probe: bool = _doc(True, "Train a probe decoder on stopped latents, to look at what they hold.")
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    frames: int = _doc(2, "Observations stacked into the state: 2 give position and velocity.")
+    units: int = _doc(512, "Width of the bottleneck features and of the transition MLP.")
+    layers: int = _doc(2, "Hidden layers of the transition MLP.")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
+    wm: str = _doc("rssm", "World model: 'rssm' (DreamerV3), 'decoderfree' (R2-Dreamer) or 'pixel'.")
+    decoderfree: DecoderFreeConfig = _sub(
+        DecoderFreeConfig, "Decoder-free world model (agent.wm=decoderfree)."
+    )
+    pixel: PixelConfig = _sub(PixelConfig, "One-step pixel predictor (agent.wm=pixel).")
     loss_scales: LossScales = _sub(LossScales, "Weights of the loss terms.")
     opt: OptConfig = _sub(OptConfig, "Optimiser.")
     ac_grads: bool = _doc(False, "Let actor-critic gradients reach the imagination start states.")
@@ -523,6 +545,24 @@ def validate(config: Config) -> Config:
             "H and W multiples of 16, at least 48 (four 2x stages)",
             (h, w),
         )
+    from dreamrl.world_models import WORLD_MODELS
+
+    _check(config.agent.wm in WORLD_MODELS, "agent.wm", ", ".join(map(repr, WORLD_MODELS)), config.agent.wm)
+
+    _check(config.agent.pixel.frames >= 1, "agent.pixel.frames", "1 or more", config.agent.pixel.frames)
+    _check(config.agent.pixel.layers >= 0, "agent.pixel.layers", "0 or more", config.agent.pixel.layers)
+    _check(
+        config.agent.decoderfree.offdiag >= 0,
+        "agent.decoderfree.offdiag",
+        "0 or more",
+        config.agent.decoderfree.offdiag,
+    )
+    _check(
+        config.agent.decoderfree.scale >= 0,
+        "agent.decoderfree.scale",
+        "0 or more",
+        config.agent.decoderfree.scale,
+    )
     _check(config.agent.dyn.typ == "rssm", "agent.dyn.typ", "'rssm'", config.agent.dyn.typ)
     _check(config.agent.enc.typ == "simple", "agent.enc.typ", "'simple'", config.agent.enc.typ)
     _check(config.agent.dec.typ == "simple", "agent.dec.typ", "'simple'", config.agent.dec.typ)

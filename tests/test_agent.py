@@ -115,12 +115,12 @@ def test_policy_state_matters_and_is_first_resets_it():
     later = obs_batch(agent, 2, first=False, seed=1)
     _, carried = agent.policy(later, state, deterministic=True)
     _, fresh = agent.policy(later, None, deterministic=True)
-    assert not torch.equal(carried.latent.deter, fresh.latent.deter)
+    assert not torch.equal(carried.model.deter, fresh.model.deter)
     # With is_first set, the carried state is ignored.
     reset = {**later, "is_first": np.array([True, True])}
     _, from_carried = agent.policy(reset, state, deterministic=True)
     _, from_none = agent.policy(reset, None, deterministic=True)
-    assert torch.equal(from_carried.latent.deter, from_none.latent.deter)
+    assert torch.equal(from_carried.model.deter, from_none.model.deter)
 
 
 def test_continuous_actions_in_bounds_and_discrete_indices():

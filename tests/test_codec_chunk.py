@@ -41,9 +41,8 @@ def random_batch(batch: int = 3, length: int = 8) -> dict:
 
 def world_model_losses_and_grads(agent: Agent, data: dict) -> tuple[dict, dict]:
     batch = agent.to_batch(data)
-    B = batch.is_first.shape[0]
     gen = torch.Generator().manual_seed(11)
-    losses, _, _ = agent.wm.loss(batch, agent.wm.rssm.initial(B, "cpu"), gen)
+    losses, _, _ = agent.wm.loss(batch, gen)
     agent.wm.zero_grad(set_to_none=True)
     sum(v.mean() for v in losses.values()).backward()
     grads = {n: p.grad.clone() for n, p in agent.wm.named_parameters() if p.grad is not None}
@@ -122,7 +121,7 @@ def saved_bytes_for_backward(agent: Agent, data: dict) -> int:
     """Bytes of the tensors autograd keeps for the backward pass of the world-model loss."""
     batch = agent.to_batch(data)
     with saved_for_backward() as saved:
-        agent.wm.loss(batch, agent.wm.rssm.initial(batch.is_first.shape[0], "cpu"))
+        agent.wm.loss(batch)
     return storage_bytes(saved)
 
 

@@ -28,6 +28,7 @@ AGENT_UNITS = {
     "agent.conhead.units",
     "agent.policy.units",
     "agent.value.units",
+    "agent.pixel.units",
 }
 
 

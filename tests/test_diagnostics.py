@@ -70,6 +70,9 @@ class Oracle:
     def cont(self, latent):
         return torch.full(latent.deter.shape[:2], DISCOUNT)
 
+    def codes(self, latent):
+        return latent.stoch
+
 
 def counter_batch(batch: int = 8, length: int = 12, seed: int = 0) -> Batch:
     """Real sequences of the counter world, from random starts and actions (starts low

@@ -143,7 +143,7 @@ def test_bfloat16_policy_acts_in_the_action_space():
     actions, state = agent.policy(obs, None)
     assert actions.dtype == np.float32 and actions.shape == (3, 2)
     assert np.all(np.abs(actions) <= 1.0)
-    assert state.latent.deter.dtype == torch.float32
+    assert state.model.deter.dtype == torch.float32
 
 
 def test_emulated_bfloat16_is_warned_about(monkeypatch):

@@ -290,8 +290,8 @@ def test_fixture_checkpoint_from_format_1_still_loads():
     expected = json.loads((path / "expected.json").read_text())
     obs = {"vector": np.array(expected["obs"], np.float32), "is_first": np.array([True, True])}
     _, state = agent.policy(obs, None, deterministic=True)
-    logits = agent.ac.actor(state.latent.features()).logits
+    logits = agent.ac.actor(state.model.features()).logits
     np.testing.assert_allclose(
-        state.latent.deter[:, :8].detach().numpy(), expected["deter"], rtol=1e-5, atol=1e-6
+        state.model.deter[:, :8].detach().numpy(), expected["deter"], rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(logits.detach().numpy(), expected["logits"], rtol=1e-5, atol=1e-6)

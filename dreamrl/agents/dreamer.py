@@ -32,14 +32,13 @@ from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, ReturnStats, i
 from dreamrl.config import Config, from_dict, to_dict
 from dreamrl.devices import resolve_device
 from dreamrl.envs.convert import ActionConverter, ObsConverter
-from dreamrl.nets.rssm import Latent
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
 from dreamrl.precision import bfloat16_is_native, compute_dtype, to_compute_dtype
 from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS
 from dreamrl.spaces import STEP_KEYS, Space, action_width
-from dreamrl.world_models.base import Batch
-from dreamrl.world_models.rssm import WorldModel
+from dreamrl.world_models import make_world_model
+from dreamrl.world_models.base import Batch, State, map_state, state_from_items, state_items
 
 AGENT_FORMAT = 1
 
@@ -47,7 +46,7 @@ AGENT_FORMAT = 1
 class PolicyState(NamedTuple):
     """Recurrent state carried between :meth:`DreamerAgent.policy` calls, ``[N, ...]``."""
 
-    latent: Latent
+    model: State  # the world model's state
     action: torch.Tensor  # previous action, model format [N, A]
 
 
@@ -72,7 +71,7 @@ class DreamerAgent:
         cfg = config.agent
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.wm = WorldModel(obs_space, act_space, cfg, config.compute).to(self.device)
+            self.wm = make_world_model(obs_space, act_space, cfg, config.compute).to(self.device)
             self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg).to(self.device)
         if config.compute.precision == "bfloat16" and not bfloat16_is_native(self.device):
             warnings.warn(
@@ -82,10 +81,9 @@ class DreamerAgent:
             )
         params = [p for m in (self.wm, self.ac) for p in m.parameters() if p.requires_grad]
         opt = cfg.opt
-        gru_in = self.wm.rssm.gru_in  # one tensor in the official code: one AGC norm
         self.opt = LaProp(
             params,
-            agc_groups=[[gru_in.deter_part.weight, gru_in.input_part.weight]],
+            agc_groups=self.wm.agc_groups(),
             lr=opt.lr,
             beta1=opt.beta1,
             beta2=opt.beta2,
@@ -98,11 +96,7 @@ class DreamerAgent:
         self.updates = 0
         scales = cfg.loss_scales
         self.scales = {
-            **{k: scales.rec for k in self.wm.decoder.spaces},  # one reconstruction loss per decoded key
-            "rew": scales.rew,
-            "con": scales.con,
-            "dyn": scales.dyn,
-            "rep": scales.rep,
+            **self.wm.loss_scales(scales),
             "policy": scales.policy,
             "value": scales.value,
         }
@@ -146,28 +140,31 @@ class DreamerAgent:
         DreamerV3 objective."""
         cfg = self.config.agent
         B, T = batch.is_first.shape
-        start = self.wm.rssm.initial(B, self.device)
-        losses, observed, metrics = self.wm.loss(batch, start, self.train_gen)
-        post = observed.posterior
+        losses, post, metrics = self.wm.loss(batch, self.train_gen)
 
         # Imagine H steps from every posterior state (the last K with imag_last=K).
         K = min(cfg.imag_last or T, T)
-        starts = Latent(post.deter[:, T - K :], post.stoch[:, T - K :]).flatten_batch()
+        starts = map_state(lambda t: t[:, T - K :].flatten(0, 1), post)
+        start_feat = self.wm.features(starts)
         with record_function("ac/imagine"), torch.no_grad():
 
-            def act(state: Latent) -> torch.Tensor:
-                return self.ac.actor(state.features()).sample(self.train_gen)
+            def act(features: torch.Tensor) -> torch.Tensor:
+                return self.ac.actor(features).sample(self.train_gen)
 
             # [N, H+1, F], no gradient to the world model. Held in the compute dtype: under
             # bfloat16 autocast every head below would cast it anyway, and one cast shared
             # by all of them is one copy of 84 MB at size12m instead of one per head.
-            feat, actions = self.wm.rssm.imagine_features(
-                starts.detach(), act, cfg.imag_length, self.train_gen, compute_dtype(starts.deter)
+            feat, actions = self.wm.imagine(
+                map_state(torch.Tensor.detach, starts),
+                act,
+                cfg.imag_length,
+                self.train_gen,
+                compute_dtype(start_feat),
             )
             last = self.ac.actor(feat[:, -1]).sample(self.train_gen)
             actions = torch.cat([actions, last[:, None]], 1)  # [N, H+1, A]
         if cfg.ac_grads:
-            feat = to_compute_dtype(torch.cat([starts.features()[:, None], feat[:, 1:]], 1))
+            feat = to_compute_dtype(torch.cat([start_feat[:, None], feat[:, 1:]], 1))
         with record_function("ac/loss"):
             with torch.no_grad():
                 reward = self.wm.reward.mean(self.wm.reward(feat))
@@ -188,7 +185,7 @@ class DreamerAgent:
 
         # Critic on replayed sequences, bootstrapped from the imagined returns.
         if cfg.repval_loss:
-            rfeat = post.features()[:, T - K :]
+            rfeat = self.wm.features(post)[:, T - K :]
             rfeat = rfeat if cfg.repval_grad else rfeat.detach()
             with torch.no_grad():
                 slow_r = self.ac.slow_critic(rfeat)
@@ -264,7 +261,7 @@ class DreamerAgent:
         """Zero state for ``batch`` envs (the first observation resets it anyway)."""
         width = action_width(self.act_space)
         return PolicyState(
-            self.wm.rssm.initial(batch, self.device),
+            self.wm.initial(batch, self.device),
             torch.zeros(batch, width, device=self.device),
         )
 
@@ -286,18 +283,17 @@ class DreamerAgent:
         tensors = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_space}
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
         with self.autocast():
-            embed = self.wm.encoder(tensors)
-            latent = self.wm.rssm.obs_step(
-                state.latent, state.action, embed, is_first, sample=not deterministic, generator=self.act_gen
+            model = self.wm.observe_step(
+                state.model, state.action, tensors, is_first, sample=not deterministic, generator=self.act_gen
             )
-            dist = self.ac.actor(latent.features())
+            dist = self.ac.actor(self.wm.features(model))
         action = dist.mode() if deterministic else dist.sample(self.act_gen)
         if self.act_space.discrete:
             out = action.argmax(-1).to(torch.int32).cpu().numpy()
         else:
             action = action.clamp(-1, 1)
             out = action.cpu().numpy().astype(np.float32)
-        return out, PolicyState(latent, action)
+        return out, PolicyState(model, action)
 
     def act(
         self, obs: Any, state: PolicyState | None = None, deterministic: bool = True
@@ -422,18 +418,19 @@ class DreamerAgent:
 
     def policy_state_tensors(self, state: PolicyState) -> dict[str, torch.Tensor]:
         """``state`` as the tensors a loop checkpoint holds (``policy.*``)."""
-        latent, action = state
-        return {"policy.deter": latent.deter, "policy.stoch": latent.stoch, "policy.action": action}
+        model, action = state
+        return {**state_items(model, "policy."), "policy.action": action}
 
     def policy_state_from_tensors(self, tensors: Mapping[str, torch.Tensor]) -> PolicyState | None:
         """The state :meth:`policy_state_tensors` wrote, on this agent's device; None if absent."""
-        if "policy.deter" not in tensors:
+        if "policy.action" not in tensors:
             return None
         dev = self.device
-        latent = Latent(tensors["policy.deter"].to(dev), tensors["policy.stoch"].to(dev))
-        return PolicyState(latent, tensors["policy.action"].to(dev))
+        items = {k: v.to(dev) for k, v in tensors.items() if k.startswith("policy.")}
+        model = state_from_items(self.wm.initial(1, dev), items, "policy.")
+        return PolicyState(model, items["policy.action"])
 
     def select_rows(self, state: PolicyState, rows: torch.Tensor) -> PolicyState:
         """The states of envs ``rows`` ``[M]`` of ``state`` ``[N, ...]``."""
         rows = rows.to(self.device)
-        return PolicyState(Latent(state.latent.deter[rows], state.latent.stoch[rows]), state.action[rows])
+        return PolicyState(map_state(lambda t: t[rows], state.model), state.action[rows])

@@ -51,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
     )
     h = d["horizon"]
     print(f"  reward error  h=1 {d['reward_error'][0]:.4g}  h={h} {d['reward_error'][-1]:.4g}")
-    print(f"  KL real||imag h=1 {d['kl'][0]:.3f}  h={h} {d['kl'][-1]:.3f} nats")
-    print(f"  drift         h=1 {d['drift'][0]:.3f}  h={h} {d['drift'][-1]:.3f}")
+    if "kl" in d:  # latent models only
+        print(f"  KL real||imag h=1 {d['kl'][0]:.3f}  h={h} {d['kl'][-1]:.3f} nats")
+    if "drift" in d:
+        print(f"  drift         h=1 {d['drift'][0]:.3f}  h={h} {d['drift'][-1]:.3f}")
+    for key, errors in d["obs_error"].items():
+        label = f"{key} error" + (" (probe)" if d.get("probe") else "")
+        print(f"  {label:<13} h=1 {errors[0]:.3f}  h={h} {errors[-1]:.3f} of variance")
     print(f"  {d['summary']}")
     print(f"Written: {out / diagnosis_name(step)} and {out / d['images']['openloop']}")
     if args.json:

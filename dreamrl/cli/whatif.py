@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = whatif(agent, episode, t, actions, horizon, description, seed=args.seed)
     step = env_steps or 0
-    image_keys = [k for k, s in agent.wm.decoder.spaces.items() if s.is_image]  # the decoded ones
+    image_keys = [k for k, s in agent.wm.decoded_spaces.items() if s.is_image]  # the decoded ones
     path, picture, record = write_whatif(result, out, step, image_keys)
     print(f"From step {t} of a fresh {length}-step episode, {horizon} steps ahead:")
     for name, branch in (

@@ -59,40 +59,48 @@ def diagnose(rollout: Rollout, batch: Batch, image_keys: set[str], discount: flo
     K = rollout.context
     true_rew = batch.reward[:, K:]
     true_cont = (1.0 - batch.is_terminal[:, K:].float()) * discount
-    kl = categorical_kl(rollout.post_logits[:, K:], rollout.prior_logits, CLASS_DIM)
     obs_error, recon_error = {}, {}
     for key, pred in rollout.recon.items():
         err = _obs_error(pred, batch.obs[key], key in image_keys)
         recon_error[key] = float(err[:, :K].mean())
         obs_error[key] = err[:, K:].mean(0).tolist()
-    freq = class_frequencies(rollout.posterior.stoch)
-    entropy = -(freq * torch.log(freq.clamp_min(1e-12))).sum(0).mean()
-    real_at = rollout.posterior.stoch[:, K:]
-    drift = [
-        float(
-            0.5
-            * (class_frequencies(rollout.imagined.stoch[:, h]) - class_frequencies(real_at[:, h]))
-            .abs()
-            .sum(0)
-            .mean()
-        )
-        for h in range(real_at.shape[1])
-    ]
-    return {
+    out: dict[str, Any] = {
         "context": K,
         "horizon": int(true_rew.shape[1]),
         "sequences": int(true_rew.shape[0]),
         "reward_error": _per_horizon((rollout.reward - true_rew).abs()),
         "continue_error": _per_horizon((rollout.cont - true_cont).abs()),
-        "kl": _per_horizon(kl),
         "obs_error": obs_error,
         "recon_error": recon_error,
+        "probe": rollout.probe,
+        "reward_scale": float(batch.reward.std().clamp_min(0) if batch.reward.numel() > 1 else 0.0),
+    }
+    if rollout.post_logits is not None and rollout.prior_logits is not None:
+        out["kl"] = _per_horizon(categorical_kl(rollout.post_logits[:, K:], rollout.prior_logits, CLASS_DIM))
+    if rollout.post_codes is not None and rollout.imagined_codes is not None:
+        out.update(_latent_usage(rollout.post_codes, rollout.imagined_codes, K))
+    return out
+
+
+def _latent_usage(post_codes: torch.Tensor, imagined_codes: torch.Tensor, context: int) -> dict[str, Any]:
+    """Latent usage of the posterior codes ``[B, K+H, C, S]`` and the drift of the
+    imagined ones ``[B, H, C, S]`` from the real ones, per imagined step."""
+    freq = class_frequencies(post_codes)
+    entropy = -(freq * torch.log(freq.clamp_min(1e-12))).sum(0).mean()
+    real_at = post_codes[:, context:]
+    drift = [
+        float(
+            0.5
+            * (class_frequencies(imagined_codes[:, h]) - class_frequencies(real_at[:, h])).abs().sum(0).mean()
+        )
+        for h in range(real_at.shape[1])
+    ]
+    return {
         "latent_entropy": float(entropy),
         "latent_perplexity": float(torch.exp(entropy)),
         "latent_classes": int(freq.shape[0]),
         "latent_usage": float((freq > 0).float().mean()),
         "drift": drift,
-        "reward_scale": float(batch.reward.std().clamp_min(0) if batch.reward.numel() > 1 else 0.0),
     }
 
 
@@ -103,14 +111,18 @@ def weakest(d: dict[str, Any]) -> tuple[str, float]:
     probability error, and the drift of imagined latents from real ones."""
     scale = d["reward_scale"]
     rew = d["reward_error"][-1] / scale if scale > 1e-6 else d["reward_error"][-1]
+    representation = (
+        "the representation (a probe decoder reconstructs observed frames poorly)"
+        if d.get("probe")
+        else "the representation (observed frames are reconstructed poorly)"
+    )
     candidates = {
-        "the representation (observed frames are reconstructed poorly)": max(
-            d["recon_error"].values(), default=0.0
-        ),
+        representation: max(d["recon_error"].values(), default=0.0),
         "the reward head": rew,
         "the continue head": d["continue_error"][-1],
-        "the dynamics (imagined latents drift from the real ones)": d["drift"][-1],
     }
+    if "drift" in d:
+        candidates["the dynamics (imagined latents drift from the real ones)"] = d["drift"][-1]
     name = max(candidates, key=lambda k: candidates[k])
     return name, float(candidates[name])
 
@@ -120,18 +132,34 @@ def summarize(d: dict[str, Any]) -> str:
     H = d["horizon"]
     recon = max(d["recon_error"].values(), default=0.0)
     dream = max((v[-1] for v in d["obs_error"].values()), default=0.0)
+    if not d["recon_error"]:
+        first = "Nothing is decoded: the model has no decoder to look through."
+    else:
+        who = (
+            "A probe decoder (trained on stopped latents) reconstructs"
+            if d.get("probe")
+            else "The model reconstructs"
+        )
+        first = (
+            f"{who} observed steps with {recon:.1%} of their variance unexplained, "
+            f"imagined step {H} with {dream:.1%}."
+        )
     lines = [
-        f"Observed steps are reconstructed with {recon:.1%} of their variance unexplained, imagined "
-        f"step {H} with {dream:.1%}.",
+        first,
         f"Reward error {d['reward_error'][0]:.3g} one step ahead and {d['reward_error'][-1]:.3g} at {H} "
         f"steps (rewards spread {d['reward_scale']:.3g}); continue error {d['continue_error'][0]:.3f} and "
         f"{d['continue_error'][-1]:.3f}.",
-        f"KL(real || imagined) goes from {d['kl'][0]:.2f} to {d['kl'][-1]:.2f} nats over {H} steps; imagined "
-        f"latents differ from real ones by total variation {d['drift'][0]:.2f} at step 1 and "
-        f"{d['drift'][-1]:.2f} at step {H}.",
-        f"Latent codes: {d['latent_perplexity']:.2f} of {d['latent_classes']} classes in effective use per "
-        f"variable, {d['latent_usage']:.0%} of classes ever used.",
     ]
+    if "kl" in d and "drift" in d:
+        lines.append(
+            f"KL(real || imagined) goes from {d['kl'][0]:.2f} to {d['kl'][-1]:.2f} nats over {H} steps; "
+            f"imagined latents differ from real ones by total variation {d['drift'][0]:.2f} at step 1 and "
+            f"{d['drift'][-1]:.2f} at step {H}."
+        )
+        lines.append(
+            f"Latent codes: {d['latent_perplexity']:.2f} of {d['latent_classes']} classes in effective use "
+            f"per variable, {d['latent_usage']:.0%} of classes ever used."
+        )
     name, error = weakest(d)
     if error < 0.1:
         lines.append("No component stands out: the model predicts these windows well.")

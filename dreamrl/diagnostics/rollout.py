@@ -14,44 +14,43 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from dreamrl.nets.rssm import Latent
-from dreamrl.world_models.base import Batch
-
-Actions = torch.Tensor | Callable[[Latent], torch.Tensor]
+from dreamrl.world_models.base import Batch, Observation, Policy, State, map_state
 
 
 class ModelView(Protocol):
-    """What the diagnostics need from a world model. Latents are any objects the view
-    understands; ``[B, T]`` lead dims throughout."""
+    """What the diagnostics need from a world model. States are any objects the view
+    understands, NamedTuples or dicts of tensors; ``[B, T]`` lead dims throughout."""
 
-    def observe(self, batch: Batch, generator: torch.Generator) -> tuple[Latent, torch.Tensor]:
-        """Posterior states and their log-probs ``[B, T, ...]`` from the real steps."""
+    def observe(self, batch: Batch, generator: torch.Generator) -> Observation:
+        """Posterior states ``[B, T, ...]`` from the real steps, and their code logits."""
         ...
 
-    def imagine(
-        self, start: Latent, actions: Actions, generator: torch.Generator, horizon: int
-    ) -> tuple[Latent, torch.Tensor]:
-        """States ``[B, H, ...]`` reached from ``start [B, ...]`` with only the prior,
-        under ``actions [B, H, A]`` (model format) or a policy (a function of the state
-        giving ``[B, A]``), and the prior log-probs."""
+    def imagine(self, start: State, actions: Policy, generator: torch.Generator, horizon: int) -> Observation:
+        """States ``[B, H, ...]`` reached from ``start [B, ...]`` by the model alone,
+        under ``actions [B, H, A]`` (model format) or a policy (a function of the
+        features giving ``[B, A]``), and their predicted code logits."""
         ...
 
-    def decode(self, latent: Latent) -> dict[str, torch.Tensor]:
+    def decode(self, states: State) -> dict[str, torch.Tensor]:
         """Observations predicted from states ``[B, T, ...]``: images in [0, 1] as
         ``[B, T, H, W, C]``, vectors in their own units ``[B, T, D]``."""
         ...
 
-    def reward(self, latent: Latent) -> torch.Tensor:
+    def reward(self, states: State) -> torch.Tensor:
         """Predicted reward on arriving at each state ``[B, T]``."""
         ...
 
-    def cont(self, latent: Latent) -> torch.Tensor:
+    def cont(self, states: State) -> torch.Tensor:
         """Predicted probability ``[B, T]`` that the episode goes on (discount folded in)."""
+        ...
+
+    def codes(self, states: State) -> torch.Tensor | None:
+        """One-hot latent codes ``[B, T, C, S]`` of the states, or None (no categorical latent)."""
         ...
 
 
@@ -60,28 +59,31 @@ class Rollout:
     """One open-loop rollout of a batch of windows ``[B, K + H]``."""
 
     context: int  # K: steps observed
-    posterior: Latent  # [B, K + H, ...]: what the real frames say, every step
-    post_logits: torch.Tensor  # [B, K + H, C, S]
-    imagined: Latent  # [B, H, ...]: steps K .. K+H-1 from the prior alone
-    prior_logits: torch.Tensor  # [B, H, C, S]
+    posterior: State  # [B, K + H, ...]: what the real frames say, every step
+    post_logits: torch.Tensor | None  # [B, K + H, C, S] (None: no categorical latent)
+    imagined: State  # [B, H, ...]: steps K .. K+H-1 from the model alone
+    prior_logits: torch.Tensor | None  # [B, H, C, S]
     recon: dict[str, torch.Tensor]  # [B, K + H, ...]: posterior decodes for the context, imagined after
     reward: torch.Tensor  # [B, H] predicted along the imagined steps
     cont: torch.Tensor  # [B, H]
+    post_codes: torch.Tensor | None = None  # [B, K + H, C, S] one-hot
+    imagined_codes: torch.Tensor | None = None  # [B, H, C, S] one-hot
+    probe: bool = False  # recon comes from a probe decoder that never shaped the model
 
 
-def latent_index(latent: Latent, sl: slice) -> Latent:
-    """Select time steps (dim 1) of a ``[B, T, ...]`` latent."""
-    return Latent(latent.deter[:, sl], latent.stoch[:, sl])
+def time_slice(state: State, sl: slice | int) -> State:
+    """Select time steps (dim 1) of a ``[B, T, ...]`` state."""
+    return map_state(lambda t: t[:, sl], state)
 
 
 @torch.no_grad()
 def rollout(
-    view: ModelView, batch: Batch, context: int, actions: Actions | None = None, seed: int = 0
+    view: ModelView, batch: Batch, context: int, actions: Policy | None = None, seed: int = 0
 ) -> Rollout:
     """Observe ``context`` steps of ``batch`` then imagine the rest of its length.
 
     ``actions [B, H, A]`` (model format), or a policy choosing them from the imagined
-    state, replace the recorded actions for the imagined steps: a counterfactual. By
+    features, replace the recorded actions for the imagined steps: a counterfactual. By
     default the recorded ones are used: the action taken at step t leads to step t+1,
     so the imagined steps follow ``batch.action[:, K-1:-1]``.
     """
@@ -91,12 +93,12 @@ def rollout(
         raise ValueError(f"need 1 <= context < sequence length, got context {context} of {T}")
     gen = torch.Generator(batch.reward.device).manual_seed(seed)
     posterior, post_logits = view.observe(batch, gen)
-    start = Latent(posterior.deter[:, context - 1], posterior.stoch[:, context - 1])
+    start = time_slice(posterior, context - 1)
     taken = batch.action[:, context - 1 : T - 1] if actions is None else actions
     if isinstance(taken, torch.Tensor) and taken.shape[1] != horizon:
         raise ValueError(f"actions cover {taken.shape[1]} steps, the horizon is {horizon}")
     imagined, prior_logits = view.imagine(start, taken, gen, horizon)
-    observed = view.decode(latent_index(posterior, slice(0, context)))
+    observed = view.decode(time_slice(posterior, slice(0, context)))
     dreamed = view.decode(imagined)
     recon = {k: torch.cat([observed[k], dreamed[k]], 1) for k in observed}
     return Rollout(
@@ -108,59 +110,46 @@ def rollout(
         recon,
         view.reward(imagined),
         view.cont(imagined),
+        view.codes(posterior),
+        view.codes(imagined),
+        bool(getattr(view, "probe", False)),
     )
 
 
 class WorldModelView:
-    """:class:`ModelView` of an :class:`~dreamrl.agents.dreamer.DreamerAgent`'s world model."""
+    """:class:`ModelView` of an agent's world model (any :class:`~dreamrl.world_models.base.WorldModel`),
+    asked in the precision the agent trains and acts in (``compute.precision``)."""
 
-    def __init__(self, agent: object):
+    def __init__(self, agent: Any):
         self.agent = agent
-        self.wm = agent.wm  # type: ignore[attr-defined]
-        # The model is asked in the precision it trains and acts in (compute.precision).
+        self.wm = agent.wm
+        self.probe = bool(self.wm.decode_is_probe)
         self.precision: Callable[[], contextlib.AbstractContextManager[object]] = getattr(
             agent, "autocast", contextlib.nullcontext
         )
 
-    def observe(self, batch: Batch, generator: torch.Generator) -> tuple[Latent, torch.Tensor]:
-        from dreamrl.world_models.rssm import previous_actions
-
-        B = batch.is_first.shape[0]
+    def observe(self, batch: Batch, generator: torch.Generator) -> Observation:
         with self.precision():
-            embed = self.wm.encoder(batch.obs)
-            start = self.wm.rssm.initial(B, batch.reward.device)
-            observed = self.wm.rssm.observe(
-                start, embed, previous_actions(batch.action), batch.is_first, generator
-            )
-        return observed.posterior, observed.post_logits
+            return self.wm.observe(batch, generator)  # type: ignore[no-any-return]
 
-    def imagine(
-        self, start: Latent, actions: Actions, generator: torch.Generator, horizon: int
-    ) -> tuple[Latent, torch.Tensor]:
+    def imagine(self, start: State, actions: Policy, generator: torch.Generator, horizon: int) -> Observation:
         with self.precision():
-            traj, _ = self.wm.rssm.imagine(start, actions, horizon, generator)
-            states = latent_index(traj, slice(1, None))
-            return states, self.wm.rssm.prior_logits(states.deter)
+            return self.wm.imagine_states(start, actions, horizon, generator)  # type: ignore[no-any-return]
 
-    def decode(self, latent: Latent) -> dict[str, torch.Tensor]:
-        from dreamrl.nets.distributions import symexp
-
-        B, T = latent.deter.shape[:2]
+    def decode(self, states: State) -> dict[str, torch.Tensor]:
         with self.precision():
-            out = self.wm.decoder(latent.deter.flatten(0, 1), latent.stoch.flatten(0, 1).flatten(-2))
-        decoded = {}
-        for key, value in out.items():
-            value = value.reshape(B, T, *value.shape[1:])
-            decoded[key] = value if key in self.wm.decoder.image_keys else symexp(value)
-        return decoded
+            return self.wm.decode(states)  # type: ignore[no-any-return]
 
-    def reward(self, latent: Latent) -> torch.Tensor:
+    def reward(self, states: State) -> torch.Tensor:
         with self.precision():
-            return self.wm.reward.mean(self.wm.reward(latent.features()))  # type: ignore[no-any-return]
+            return self.wm.predicted_reward(states)  # type: ignore[no-any-return]
 
-    def cont(self, latent: Latent) -> torch.Tensor:
+    def cont(self, states: State) -> torch.Tensor:
         with self.precision():
-            return torch.sigmoid(self.wm.cont(latent.features()))
+            return self.wm.predicted_continue(states)  # type: ignore[no-any-return]
+
+    def codes(self, states: State) -> torch.Tensor | None:
+        return self.wm.codes(states)  # type: ignore[no-any-return]
 
 
 def windows(

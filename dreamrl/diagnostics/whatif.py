@@ -98,8 +98,8 @@ def whatif(
         if actions != "policy":
             raise ValueError(f"actions {actions!r}: give an array of actions or 'policy'")
 
-        def policy(state: Any) -> torch.Tensor:
-            return agent.ac.actor(state.features()).mode()  # type: ignore[no-any-return]
+        def policy(features: torch.Tensor) -> torch.Tensor:
+            return agent.ac.actor(features).mode()  # type: ignore[no-any-return]
 
         other = rollout(view, batch, t + 1, policy, seed=seed)
     else:

@@ -161,9 +161,10 @@ def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     wm = agent.wm
-    chunk = wm.codec_chunk
+    chunk = getattr(wm, "codec_chunk", 0)
     if not chunk:
         return 0.0
+    decoder = getattr(wm, "decoder", None)  # a decoder-free model chunks its encoder only
     batch = agent.to_batch(data)
     obs = {k: v.flatten(0, 1) for k, v in batch.obs.items()}
     n = batch.is_first.numel()
@@ -173,7 +174,8 @@ def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
             wm.encoder({k: v[rows] for k, v in obs.items()})
-            wm.decoder(deter[rows], stoch[rows])
+            if decoder is not None:
+                decoder(deter[rows], stoch[rows])
     return float(counter.get_total_flops())
 
 
@@ -257,7 +259,7 @@ def bench(
         "train_step_s": step_s,
         "gflop_per_step": flop / 1e9,
         "gflop_recomputed": recomputed / 1e9,
-        "codec_chunk": agent.wm.codec_chunk,
+        "codec_chunk": getattr(agent.wm, "codec_chunk", 0),
         "precision": config.compute.precision,
         "achieved_gflops": flop / 1e9 / step_s,
         "peak_gflops": peak,
