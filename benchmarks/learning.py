@@ -72,6 +72,15 @@ CHECKS: dict[str, Check] = {
             "run.eval_every": 2_500,
         },
     ),
+    # The demo's settings (the fastest that learn CartPole from vectors) from pixels: the
+    # comparison of world models (agent.wm=rssm|decoderfree|pixel, given as an override).
+    "cartpole_pixels_demo": Check(
+        "CartPole-v1",
+        20_000,
+        400.0,
+        presets=("demo",),
+        overrides={**COMMON, "env.pixels": True, "run.eval_every": 2_500},
+    ),
     # The paper's DMC-from-pixels setup at the smallest size. An evaluation episode is
     # 1,000 rendered steps, so five episodes every 5,000 env steps keep evaluation
     # under a tenth of the run's time.

@@ -78,6 +78,12 @@ class Run:
         return str(self.config.get("task", "?"))
 
     @property
+    def world_model(self) -> str:
+        """``agent.wm`` of the run (runs from before the setting used the RSSM)."""
+        agent = self.config.get("agent")
+        return str(agent.get("wm", "rssm")) if isinstance(agent, dict) else "rssm"
+
+    @property
     def last_step(self) -> int | None:
         steps = [r["step"] for r in self.records if isinstance(r.get("step"), int)]
         return max(steps) if steps else None
@@ -284,6 +290,7 @@ def _intro(runs: Sequence[Run], now: str) -> str:
                 esc(run.label),
                 f"<code>{esc(str(run.path))}</code>",
                 esc(run.task),
+                esc(run.world_model),
                 esc(str(run.config.get("seed", "—"))),
                 esc(f"{run.last_step:,}" if run.last_step is not None else "—"),
                 esc(written),
@@ -296,7 +303,10 @@ def _intro(runs: Sequence[Run], now: str) -> str:
         f"<p>This page reports on {len(runs)} run dir{'s' if len(runs) != 1 else ''}: {names}. "
         f"Written {esc(now)} by dreamrl {esc(__version__)}. It is one file: every plot and image is "
         "embedded, and it needs neither JavaScript nor a network.</p>"
-        + _table(["run", "path", "task", "seed", "last logged env step", "metrics last written"], rows)
+        + _table(
+            ["run", "path", "task", "world model", "seed", "last logged env step", "metrics last written"],
+            rows,
+        )
         + (f"<p>Files that could not be read:</p><ul>{notes}</ul>" if notes else "")
     )
 
@@ -479,10 +489,50 @@ def _evaluation(runs: Sequence[Run]) -> tuple[str, list[str]]:
     return note + _table(header, rows, "eval", marked), lines
 
 
+def horizon_panels(
+    diagnoses: Sequence[tuple[str, dict[str, Any]]], first_color: int = 0
+) -> dict[str, list[Any]]:
+    """One panel per error against horizon, one series per ``(label, diagnosis)``: reward
+    and continue error for every model, observation error per decoded key (a probe's
+    marked), KL and drift for the latent models."""
+    from dreamrl.report import plots
+
+    panels: dict[str, list[plots.Series]] = {}
+    for i, (label, d) in enumerate(diagnoses):
+        color = plots.COLORS[(first_color + i) % len(plots.COLORS)]
+        curves = {key: _floats(d.get(key)) for key in HORIZON_CURVES}
+        obs = d.get("obs_error")
+        if isinstance(obs, dict):
+            for key, values in obs.items():
+                curves[f"obs_error: {key}" + (" (probe)" if d.get("probe") else "")] = _floats(values)
+        for name, y in curves.items():
+            if y:
+                panels.setdefault(name, []).append(
+                    plots.Series(label, list(range(1, len(y) + 1)), y, None, color)
+                )
+    return panels
+
+
+def _comparison(runs: Sequence[Run]) -> str:
+    """The newest diagnosis of every run on shared axes (two runs or more)."""
+    from dreamrl.report import plots
+
+    diagnoses = []
+    for run in runs:
+        folder = RunDir(run.path).diagnostics
+        found = _newest_json(folder, []) if folder.is_dir() else None
+        if found is not None:
+            diagnoses.append((f"{run.label} ({run.world_model})", found[1]))
+    if len(diagnoses) < 2:
+        return ""
+    png = plots.panel_plot(horizon_panels(diagnoses), "horizon (steps ahead)", columns=3)
+    return "<h3>All runs</h3>" + _plot(png, "open-loop prediction errors against horizon, every run")
+
+
 def _diagnostics(runs: Sequence[Run]) -> str:
     from dreamrl.report import plots
 
-    parts = []
+    parts = [_comparison(runs)]
     for i, run in enumerate(runs):
         folder = RunDir(run.path).diagnostics
         problems: list[str] = []
@@ -506,15 +556,11 @@ def _diagnostics(runs: Sequence[Run]) -> str:
             ("latent usage", _fmt(d.get("latent_usage"), ".4g")),
         ]
         recon = d.get("recon_error")
+        probe = " (probe decoder on stopped latents)" if d.get("probe") else ""
         if isinstance(recon, dict):
-            numbers += [(f"reconstruction error: {k}", _fmt(v, ".4g")) for k, v in recon.items()]
+            numbers += [(f"reconstruction error: {k}{probe}", _fmt(v, ".4g")) for k, v in recon.items()]
         parts.append(_table(["quantity", "value"], [[esc(k), esc(v)] for k, v in numbers], "numbers"))
-        color = plots.COLORS[i % len(plots.COLORS)]
-        panels = {}
-        for key in HORIZON_CURVES:
-            y = _floats(d.get(key))
-            if y:
-                panels[key] = [plots.Series("", list(range(1, len(y) + 1)), y, None, color)]
+        panels = horizon_panels([("", d)], first_color=i)
         if panels:
             png = plots.panel_plot(panels, "horizon (steps ahead)", columns=4)
             parts.append(_plot(png, f"{run.label}: open-loop prediction errors against horizon"))
@@ -523,7 +569,7 @@ def _diagnostics(runs: Sequence[Run]) -> str:
         images = d.get("images")
         if isinstance(images, dict) and images:
             parts.extend(
-                _embed_file(path.parent, name, f"{run.label}: {key}") for key, name in images.items()
+                _embed_file(path.parent, name, f"{run.label}: {key}{probe}") for key, name in images.items()
             )
         else:
             parts.append(_absent("No images named in the file."))
