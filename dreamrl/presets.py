@@ -119,7 +119,20 @@ OWN: dict[str, Preset] = {
 }
 
 
-PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN}
+# The world models of the lesson's first table (docs/world_models.md), one preset each, to
+# stack on a size and a domain: `--preset demo wm_pixel`.
+WORLD_MODELS: dict[str, Preset] = {
+    "wm_rssm": {"agent.wm": "rssm"},
+    # R2-Dreamer: no decoder; redundancy reduction with the official coefficients.
+    "wm_decoderfree": {"agent.wm": "decoderfree"},
+    # Imagining a step of the pixel predictor decodes and re-encodes a frame: from every
+    # replayed step (16x16 starts x 15 steps) that is 15 times the model's own training
+    # cost per update; from the last 4 steps of each sequence, under 4 times.
+    "wm_pixel": {"agent.wm": "pixel", "agent.imag_last": 4},
+}
+
+
+PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS}
 
 # What `--preset demo` was measured to do, said to a user who named no preset.
 DEMO_RESULT = (

@@ -179,6 +179,48 @@ def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
     return float(counter.get_total_flops())
 
 
+def imagination_seconds(agent: Any, data: dict[str, np.ndarray], repeats: int = 3) -> tuple[float, int]:
+    """Seconds the world model takes to imagine ``agent.imag_length`` steps under the
+    actor from the posterior states of a batch (as many starts as an update's,
+    ``agent.imag_last`` included), without gradient; and the number of starts."""
+    from dreamrl.world_models.base import map_state
+
+    cfg = agent.config.agent
+    with torch.no_grad(), agent.autocast():
+        states = agent.wm.observe(agent.to_batch(data)).states
+        T = data["reward"].shape[1]
+        K = min(cfg.imag_last or T, T)
+        starts = map_state(lambda t: t[:, T - K :].flatten(0, 1), states)
+        count = int(agent.wm.features(starts).shape[0])
+
+        def imagine() -> None:
+            agent.wm.imagine(starts, lambda f: agent.ac.actor(f).sample(), cfg.imag_length)
+
+        return _median_seconds(imagine, repeats), count
+
+
+def compare_world_models(config: Config, names: list[str], **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`bench` of ``config`` under each world model's preset (``wm_<name>``), in turn."""
+    from dreamrl.config import build_config
+
+    return [bench(build_config([f"wm_{name}"], base=config, size=None), **kwargs) for name in names]
+
+
+def describe_comparison(results: list[dict[str, Any]]) -> str:
+    """One line per world model: its step, the step against the first's, its imagination."""
+    first = results[0]["train_step_s"]
+    lines = [
+        f"{'world model':<12} {'train step':>11} {'vs first':>9} {'imagined step':>14} "
+        f"{'starts':>7} {'params':>10}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r['world_model']:<12} {r['train_step_s']:>9.3f} s {r['train_step_s'] / first:>8.2f}x "
+            f"{r['imagine_step_ms']:>11.2f} ms {r['imagine_starts']:>7} {r['params']:>10,}"
+        )
+    return "\n".join(lines)
+
+
 def bench(
     config: Config, train_steps: int = 5, warmup: int = 2, env_steps: int = 200, profile: int = 0
 ) -> dict[str, Any]:
@@ -237,6 +279,7 @@ def bench(
     obs["is_first"] = np.ones(envs, bool)
     state = agent.policy(obs, None)[1]
     policy_s = _median_seconds(lambda: agent.policy(obs, state), 50)
+    imagine_s, imagine_starts = imagination_seconds(agent, data)
     peak_f32 = matmul_peak_gflops(device=agent.device)
     # The yardstick of achieved GFLOP/s is a product in the step's own compute dtype.
     dtype = COMPUTE_DTYPES[config.compute.precision]
@@ -265,6 +308,9 @@ def bench(
         "peak_gflops": peak,
         "peak_gflops_float32": peak_f32,
         "peak_fraction": flop / 1e9 / step_s / peak,
+        "world_model": config.agent.wm,
+        "imagine_step_ms": 1000 * imagine_s / config.agent.imag_length,
+        "imagine_starts": imagine_starts,
         "policy_step_ms": 1000 * policy_s,
         "policy_envs": envs,
         "replay_sample_ms": 1000 * sample_s,
@@ -293,6 +339,8 @@ def describe(r: dict[str, Any]) -> str:
         f"  achieved          {r['achieved_gflops']:.1f} GFLOP/s = {r['peak_fraction']:.0%} of the "
         f"{r['precision']} matmul peak {r['peak_gflops']:.1f} GFLOP/s measured here"
         + (f" (float32: {r['peak_gflops_float32']:.1f})" if r["precision"] != "float32" else ""),
+        f"  imagined step     {r['imagine_step_ms']:.2f} ms from {r['imagine_starts']} starts "
+        f"(world model {r['world_model']}, no gradient)",
         f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
         f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch; holds "
         f"{r['replay_bytes_per_obs_byte']:.3f} bytes per byte of observations",
