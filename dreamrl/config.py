@@ -235,11 +235,8 @@ class RetNormConfig:
 
 @dataclass(frozen=True)
 class DecoderFreeConfig:
-    scale: float = _doc(1.0, "Weight of the redundancy-reduction loss (the decoder's place in the total).")
-    offdiag: float = _doc(
-        0.0051, "Weight of the off-diagonal cross-correlation terms (Barlow Twins' lambda)."
-    )
-    proj_units: int = _doc(512, "Hidden units of the projector from the latent features to the embedding.")
+    scale: float = _doc(0.05, "Weight of the redundancy-reduction loss (R2-Dreamer's).")
+    offdiag: float = _doc(5e-4, "Weight of the off-diagonal cross-correlations (Barlow Twins' lambda).")
     probe: bool = _doc(True, "Train a probe decoder on stopped latents, to look at what they hold.")
 
 

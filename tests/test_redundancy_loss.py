@@ -174,3 +174,12 @@ def test_r2dreamer_loss_projects_feat_and_detaches_embed():
     assert embed.grad is None  # the embedding is a target
     with pytest.raises(ValueError, match="leading dimensions"):
         r2dreamer_loss(feat, embed[:, :4], proj)
+
+
+def test_config_defaults_are_the_official_coefficients():
+    from dreamrl.config import Config
+    from dreamrl.world_models.redundancy import DEFAULT_LOSS_SCALE, DEFAULT_OFF_DIAGONAL_WEIGHT
+
+    cfg = Config().agent.decoderfree
+    assert cfg.scale == DEFAULT_LOSS_SCALE == 0.05
+    assert cfg.offdiag == DEFAULT_OFF_DIAGONAL_WEIGHT == 5e-4
