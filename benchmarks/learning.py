@@ -3,6 +3,7 @@
     python benchmarks/learning.py cartpole            # one check (see CHECKS)
     python benchmarks/learning.py all                 # every check, one after another
     python benchmarks/learning.py cartpole --out runs/bench key=value ...
+    python benchmarks/learning.py cartpole_pixels_demo --preset wm_pixel   # presets after the check's
 
 Each check trains with the CLI's own loop in ``<out>/<check>`` (rerunning resumes), with
 evaluation of the deterministic policy on fresh seeds every ``eval_every`` env steps,
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,10 @@ def held_target(run_dir: Path, target: float, times: int = 2) -> bool:
     return len(points) >= times and all(p["return"] >= target for p in points[-times:])
 
 
-def run_check(name: str, out: Path, extra: dict[str, str], full: bool) -> dict:
+def run_check(name: str, out: Path, extra: dict[str, str], full: bool, presets: tuple[str, ...] = ()) -> dict:
     check = CHECKS[name]
+    if presets:
+        check = replace(check, presets=(*check.presets, *presets))
     overrides = {**check.overrides, **extra, "task": check.env}
     overrides.setdefault("run.steps", check.steps)
     config = build_config(check.presets, overrides)
@@ -161,6 +164,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--report-only", action="store_true", help="print the curve of an existing run")
     parser.add_argument("--full", action="store_true", help="train the whole budget, past the target")
+    parser.add_argument(
+        "--preset", action="append", default=[], metavar="NAME", help="a preset applied after the check's"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args()  # overrides may come after --full or --out
     tune_allocator()  # where glibc stays (DREAMRL_MALLOC=glibc, or no libjemalloc)
@@ -172,7 +178,7 @@ def main() -> int:
             check = CHECKS[name]
             results.append(report(name, check, curve(args.out / name), {**check.overrides, **extra}))
         else:
-            results.append(run_check(name, args.out, extra, args.full))
+            results.append(run_check(name, args.out, extra, args.full, tuple(args.preset)))
     write_summary(args.out / "summary.json", results)
     return 0
 
