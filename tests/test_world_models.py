@@ -432,3 +432,20 @@ def test_an_unknown_world_model_is_a_config_error_naming_agent_wm(tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "agent.wm" in err and "Traceback" not in err
+
+
+def test_diagnostics_of_a_model_that_decodes_nothing_plot_its_rewards(tmp_path):
+    """agent.decoderfree.probe=false: no reconstruction at all; the diagnosis still has
+    reward, continue, KL and drift, says nothing is decoded, and draws the rewards."""
+    from dreamrl.diagnostics import run_diagnostics
+
+    agent = make_agent("decoderfree", **{"agent.decoderfree.probe": False})
+    assert agent.wm.decoded_spaces == {}
+    spaces = replay_spaces(agent.obs_space, agent.act_space)
+    episode = {k: v[0] for k, v in random_batch(spaces, 1, 40, np.random.default_rng(3)).items()}
+    d = run_diagnostics(agent, [episode], tmp_path, step=7, context=5, horizon=4, sequences=2)
+    assert d is not None
+    assert d["obs_error"] == {} and d["recon_error"] == {}
+    assert len(d["reward_error"]) == 4 and len(d["kl"]) == 4 and len(d["drift"]) == 4
+    assert d["summary"].startswith("Nothing is decoded")
+    assert (tmp_path / d["images"]["openloop"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

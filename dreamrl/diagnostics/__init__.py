@@ -39,8 +39,15 @@ __all__ = [
 
 def openloop_picture(agent: Any, r: Rollout, data: dict[str, np.ndarray], shown: int = 4) -> bytes:
     """PNG of the open-loop prediction of the first ``shown`` windows (of the first
-    decoded image key, else of the first decoded vector key)."""
+    decoded image key, else of the first decoded vector key, else of the reward)."""
     decoded = [k for k in agent.obs_space if k in r.recon]
+    if not decoded:  # a model that decodes nothing: its predicted rewards against the real ones
+        K = r.context
+        series = {
+            "real reward": np.asarray(data["reward"][0, K:], np.float32),
+            "predicted reward": r.reward[0].float().cpu().numpy(),
+        }
+        return curves_png("Open-loop reward prediction (first window; nothing is decoded)", series)
     image_keys = [k for k in decoded if agent.obs_space[k].is_image]
     if image_keys:
         key = image_keys[0]
