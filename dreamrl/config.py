@@ -238,6 +238,9 @@ class DecoderFreeConfig:
     scale: float = _doc(0.05, "Weight of the redundancy-reduction loss (R2-Dreamer's).")
     offdiag: float = _doc(5e-4, "Weight of the off-diagonal cross-correlations (Barlow Twins' lambda).")
     probe: bool = _doc(True, "Train a probe decoder on stopped latents, to look at what they hold.")
+    probe_sequences: int = _doc(
+        2, "Sequences of each batch the probe learns from (0: all): it shapes nothing, so a few suffice."
+    )
 
 
 @dataclass(frozen=True)

@@ -449,3 +449,12 @@ def test_diagnostics_of_a_model_that_decodes_nothing_plot_its_rewards(tmp_path):
     assert len(d["reward_error"]) == 4 and len(d["kl"]) == 4 and len(d["drift"]) == 4
     assert d["summary"].startswith("Nothing is decoded")
     assert (tmp_path / d["images"]["openloop"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("sequences, rows", [(1, 1), (0, 2)])
+def test_the_probe_learns_from_the_first_sequences_only(sequences, rows):
+    agent = make_agent("decoderfree", **SMALL, **{"agent.decoderfree.probe_sequences": sequences})
+    batch = agent.to_batch(fake_batch(agent))
+    losses = agent.wm.loss(batch).losses
+    assert losses[PROBE_PREFIX + "vector"].shape == (rows, agent.config.batch_length)
+    assert losses["rew"].shape == (2, agent.config.batch_length)

@@ -56,8 +56,9 @@ class DecoderFreeWorldModel(RSSMWorldModel):
     def representation_losses(
         self, posterior: Latent, embed: torch.Tensor, obs: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``barlow`` (a scalar for the batch) and, with the probe, ``probe_<key> [B, T]``
-        from stopped latents."""
+        """``barlow`` (a scalar for the batch) and, with the probe, ``probe_<key> [n, T]``
+        from the stopped latents of the first ``n = agent.decoderfree.probe_sequences``
+        sequences."""
         B, T = embed.shape[:2]
         losses = {
             "barlow": r2dreamer_loss(
@@ -65,10 +66,14 @@ class DecoderFreeWorldModel(RSSMWorldModel):
             )
         }
         if self.probe is not None:
-            deter = posterior.deter.detach().flatten(0, 1)
-            stoch = posterior.stoch.detach().flatten(0, 1).flatten(-2)
-            probe = in_chunks(self._probe_losses, self.codec_chunk, deter, stoch, obs)
-            losses.update({PROBE_PREFIX + k: v.view(B, T) for k, v in probe.items()})
+            # The probe learns from the first few sequences only: it shapes nothing, and
+            # decoding every step would cost what the decoder it replaces cost.
+            n = min(self.cfg.decoderfree.probe_sequences or B, B)
+            deter = posterior.deter[:n].detach().flatten(0, 1)
+            stoch = posterior.stoch[:n].detach().flatten(0, 1).flatten(-2)
+            rows = {k: v[: n * T] for k, v in obs.items()}  # obs are [B*T, ...], batch-major
+            probe = in_chunks(self._probe_losses, self.codec_chunk, deter, stoch, rows)
+            losses.update({PROBE_PREFIX + k: v.view(n, T) for k, v in probe.items()})
         return losses, {}
 
     def loss_scales(self, scales: LossScales) -> dict[str, float]:
