@@ -250,8 +250,48 @@ class PixelConfig:
     layers: int = _doc(2, "Hidden layers of the transition MLP.")
 
 
+ACT_MODES = ("actor", "mpc")
+MPC_OPTIMISERS = ("mppi", "cem")
+
+
+@dataclass(frozen=True)
+class MPCConfig:
+    optimiser: str = _doc(
+        "mppi", "Planner for continuous actions: 'mppi' (TD-MPC2) or 'cem' (PlaNet); discrete: shooting."
+    )
+    horizon: int = _doc(3, "Steps planned ahead.")
+    iterations: int = _doc(6, "Refits of the proposal per env step.")
+    samples: int = _doc(512, "Candidate sequences per iteration, the actor's included.")
+    elites: int = _doc(64, "Best candidates the proposal is refit to.")
+    temperature: float = _doc(0.5, "MPPI's elite weights and shooting's draw: softmax(temperature * return).")
+    min_std: float = _doc(0.05, "Smallest std of the proposal after a refit.")
+    max_std: float = _doc(2.0, "Largest std of the proposal, and the std each env step starts from.")
+    policy_samples: int = _doc(24, "Candidates proposed by rolling the actor through the model.")
+    warm_start: bool = _doc(True, "Start from the previous plan shifted by one step (else zeros).")
+
+    @classmethod
+    def planet(cls) -> MPCConfig:
+        """PlaNet's CEM: 12 steps, 10 iterations, 1000 candidates, top 100, no actor, no
+        warm start, std starting at 1 (the ``mpc_cem`` preset)."""
+        return cls(
+            optimiser="cem",
+            horizon=12,
+            iterations=10,
+            samples=1000,
+            elites=100,
+            min_std=1e-3,
+            max_std=1.0,
+            policy_samples=0,
+            warm_start=False,
+        )
+
+
 @dataclass(frozen=True)
 class AgentConfig:
+    act: str = _doc(
+        "actor", "How the agent acts: 'actor' (the imagination actor) or 'mpc' (plans in the model)."
+    )
+    mpc: MPCConfig = _sub(MPCConfig, "Latent model-predictive control (agent.act=mpc).")
     wm: str = _doc("rssm", "World model: 'rssm' (DreamerV3), 'decoderfree' (R2-Dreamer) or 'pixel'.")
     decoderfree: DecoderFreeConfig = _sub(
         DecoderFreeConfig, "Decoder-free world model (agent.wm=decoderfree)."
@@ -444,6 +484,34 @@ def _check(ok: bool, path: str, allowed: str, value: Any) -> None:
         raise ConfigError(f"{path}: {value!r} is out of range; allowed: {allowed}")
 
 
+def check_mpc(mpc: MPCConfig, path: str = "agent.mpc") -> None:
+    """Raise ConfigError for planner settings no planner could use."""
+    _check(
+        mpc.optimiser in MPC_OPTIMISERS,
+        f"{path}.optimiser",
+        " or ".join(map(repr, MPC_OPTIMISERS)),
+        mpc.optimiser,
+    )
+    _check(mpc.horizon >= 1, f"{path}.horizon", "1 or more", mpc.horizon)
+    _check(mpc.samples >= 1, f"{path}.samples", "1 or more", mpc.samples)
+    _check(mpc.iterations >= 0, f"{path}.iterations", "0 or more", mpc.iterations)
+    _check(
+        1 <= mpc.elites <= mpc.samples, f"{path}.elites", f"between 1 and samples ({mpc.samples})", mpc.elites
+    )
+    _check(
+        0 <= mpc.policy_samples <= mpc.samples,
+        f"{path}.policy_samples",
+        f"between 0 and samples ({mpc.samples})",
+        mpc.policy_samples,
+    )
+    _check(
+        0 < mpc.min_std <= mpc.max_std,
+        f"{path}.min_std",
+        f"above 0 and at most max_std ({mpc.max_std})",
+        mpc.min_std,
+    )
+
+
 def validate(config: Config) -> Config:
     """Raise ConfigError for values no run could use; return the config unchanged."""
     flat = flatten(config)
@@ -549,6 +617,8 @@ def validate(config: Config) -> Config:
 
     _check(config.agent.wm in WORLD_MODELS, "agent.wm", ", ".join(map(repr, WORLD_MODELS)), config.agent.wm)
 
+    _check(config.agent.act in ACT_MODES, "agent.act", " or ".join(map(repr, ACT_MODES)), config.agent.act)
+    check_mpc(config.agent.mpc)
     _check(config.agent.pixel.frames >= 1, "agent.pixel.frames", "1 or more", config.agent.pixel.frames)
     _check(config.agent.pixel.layers >= 0, "agent.pixel.layers", "0 or more", config.agent.pixel.layers)
     _check(

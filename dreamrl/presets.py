@@ -132,7 +132,27 @@ WORLD_MODELS: dict[str, Preset] = {
 }
 
 
-PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS}
+# Ways of acting (docs/planning.md): the imagination actor is the default.
+ACTING: dict[str, Preset] = {
+    # Act by TD-MPC2's MPPI in the world model (shooting over actor sequences when discrete).
+    "mpc": {"agent.act": "mpc"},
+    # PlaNet's CEM: 12 steps, 10 iterations, 1,000 candidates, top 100, rewards only.
+    "mpc_cem": {
+        "agent.act": "mpc",
+        "agent.mpc.optimiser": "cem",
+        "agent.mpc.horizon": 12,
+        "agent.mpc.iterations": 10,
+        "agent.mpc.samples": 1000,
+        "agent.mpc.elites": 100,
+        "agent.mpc.min_std": 1e-3,
+        "agent.mpc.max_std": 1.0,
+        "agent.mpc.policy_samples": 0,
+        "agent.mpc.warm_start": False,
+    },
+}
+
+
+PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS, **ACTING}
 
 # What `--preset demo` was measured to do, said to a user who named no preset.
 DEMO_RESULT = (

@@ -131,8 +131,9 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)
 
-    def eval_result(self, env_steps: int, stochastic: bool = False) -> Path:
+    def eval_result(self, env_steps: int, stochastic: bool = False, act: str = "actor") -> Path:
         """Where ``dreamrl eval`` saves its summary of the checkpoint at ``env_steps``; a
-        stochastic evaluation never overwrites a deterministic one."""
-        suffix = "-stochastic" if stochastic else ""
+        stochastic evaluation, or one that acts by planning (``act="mpc"``), never
+        overwrites the deterministic actor's."""
+        suffix = ("-mpc" if act == "mpc" else "") + ("-stochastic" if stochastic else "")
         return self.evals / f"eval-{env_steps}{suffix}.json"

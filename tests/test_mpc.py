@@ -330,10 +330,12 @@ def test_shooting_keeps_the_previous_best_sequence() -> None:
 
 
 def test_config_is_checked() -> None:
-    with pytest.raises(ValueError):
-        MPCConfig(elites=600)
-    with pytest.raises(ValueError):
-        MPCConfig(optimiser="ilqr")  # type: ignore[arg-type]
+    from dreamrl.config import ConfigError, check_mpc
+
+    with pytest.raises(ConfigError, match=r"agent\.mpc\.elites"):
+        check_mpc(MPCConfig(elites=600))
+    with pytest.raises(ConfigError, match=r"agent\.mpc\.optimiser"):
+        check_mpc(MPCConfig(optimiser="ilqr"))
     with pytest.raises(ValueError):
         mppi(STARTS, Point(), MPCConfig(), initial_plan(5, 4, 1), gen())
 

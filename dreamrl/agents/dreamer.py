@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +30,9 @@ from torch.profiler import record_function
 from dreamrl import __version__
 from dreamrl.agents.base import TrainResult
 from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, ReturnStats, imag_loss, repl_loss
-from dreamrl.config import Config, from_dict, to_dict
+from dreamrl.behaviors.mpc import DreamerPlanModel, Plan, PlanStats, initial_plan, plan_action, reset_plan
+from dreamrl.config import Config, from_dict, to_dict, validate
+from dreamrl.config_tree import replace as replace_config
 from dreamrl.devices import resolve_device
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.optim import LaProp
@@ -48,6 +51,7 @@ class PolicyState(NamedTuple):
 
     model: State  # the world model's state
     action: torch.Tensor  # previous action, model format [N, A]
+    plan: torch.Tensor | None = None  # agent.act=mpc: the planner's last plan [N, H, A]
 
 
 class DreamerAgent:
@@ -102,6 +106,9 @@ class DreamerAgent:
         }
         if cfg.repval_loss:
             self.scales["repval"] = scales.repval
+        # agent.act=mpc: act by planning in the world model instead of with the actor.
+        self.planner = DreamerPlanModel(self.wm, self.ac) if cfg.act == "mpc" else None
+        self.plan_stats = PlanStats()
 
     # ------------------------------------------------------------------ sizes
 
@@ -282,18 +289,50 @@ class DreamerAgent:
         state = state or self.init_state(n)
         tensors = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_space}
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
+        plan = state.plan
         with self.autocast():
             model = self.wm.observe_step(
                 state.model, state.action, tensors, is_first, sample=not deterministic, generator=self.act_gen
             )
             dist = self.ac.actor(self.wm.features(model))
-        action = dist.mode() if deterministic else dist.sample(self.act_gen)
+            if self.planner is None:
+                action = dist.mode() if deterministic else dist.sample(self.act_gen)
+            else:
+                action, plan = self._plan(model, plan, is_first, dist.mode(), deterministic)
         if self.act_space.discrete:
             out = action.argmax(-1).to(torch.int32).cpu().numpy()
         else:
             action = action.clamp(-1, 1)
             out = action.cpu().numpy().astype(np.float32)
-        return out, PolicyState(model, action)
+        return out, PolicyState(model, action, plan)
+
+    def _plan(
+        self,
+        model: State,
+        plan: torch.Tensor | None,
+        is_first: torch.Tensor,
+        actor_action: torch.Tensor,
+        deterministic: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The planner's action ``[N, A]`` from the world-model states ``model [N, ...]``
+        and its new plan; the planner's statistics against the actor's ``actor_action``."""
+        assert self.planner is not None
+        cfg = self.config.agent.mpc
+        n = len(is_first)
+        start = time.perf_counter()
+        previous = (
+            Plan(plan)
+            if plan is not None
+            else initial_plan(n, cfg.horizon, actor_action.shape[-1], self.device)
+        )
+        previous = reset_plan(previous, is_first)
+        action, new_plan, info = plan_action(model, self.planner, cfg, previous, self.act_gen, deterministic)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.plan_stats.add(
+            time.perf_counter() - start, action, actor_action, info.ret, self.act_space.discrete
+        )
+        return action, new_plan.mean
 
     def act(
         self, obs: Any, state: PolicyState | None = None, deterministic: bool = True
@@ -384,8 +423,11 @@ class DreamerAgent:
         write_manifest(directory)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device | None = None) -> DreamerAgent:
-        """Load from a checkpoint dir, or from a run dir (its newest checkpoint).
+    def load(
+        cls, path: str | Path, device: str | torch.device | None = None, act: str | None = None
+    ) -> DreamerAgent:
+        """Load from a checkpoint dir, or from a run dir (its newest checkpoint); ``act``
+        (``actor`` or ``mpc``) replaces how it was trained to act (``agent.act``).
 
         Loading runs no code from the files: weights come through safetensors and the
         rest is JSON. A run dir may be in training meanwhile (its old checkpoints are
@@ -394,14 +436,18 @@ class DreamerAgent:
         """
         from dreamrl.run.checkpoint import read_newest
 
-        return read_newest(Path(path), lambda directory: cls._load_dir(directory, device))
+        return read_newest(Path(path), lambda directory: cls._load_dir(directory, device, act))
 
     @classmethod
-    def _load_dir(cls, directory: Path, device: str | torch.device | None) -> DreamerAgent:
+    def _load_dir(
+        cls, directory: Path, device: str | torch.device | None, act: str | None = None
+    ) -> DreamerAgent:
         meta = json.loads((directory / AGENT_META).read_text())
         if meta.get("format", 0) > AGENT_FORMAT:
             raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
         config = from_dict(meta["config"])
+        if act is not None:
+            config = validate(replace_config(config, {"agent.act": act}))
         obs_space = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
         act_space = Space.from_json(meta["act_space"])
         obs_conv = ObsConverter.from_json(meta["obs_converter"]) if meta["obs_converter"] else None
@@ -418,8 +464,9 @@ class DreamerAgent:
 
     def policy_state_tensors(self, state: PolicyState) -> dict[str, torch.Tensor]:
         """``state`` as the tensors a loop checkpoint holds (``policy.*``)."""
-        model, action = state
-        return {**state_items(model, "policy."), "policy.action": action}
+        model, action, plan = state
+        plan_items = {"policy.plan": plan} if plan is not None else {}
+        return {**state_items(model, "policy."), "policy.action": action, **plan_items}
 
     def policy_state_from_tensors(self, tensors: Mapping[str, torch.Tensor]) -> PolicyState | None:
         """The state :meth:`policy_state_tensors` wrote, on this agent's device; None if absent."""
@@ -428,9 +475,10 @@ class DreamerAgent:
         dev = self.device
         items = {k: v.to(dev) for k, v in tensors.items() if k.startswith("policy.")}
         model = state_from_items(self.wm.initial(1, dev), items, "policy.")
-        return PolicyState(model, items["policy.action"])
+        return PolicyState(model, items["policy.action"], items.get("policy.plan"))
 
     def select_rows(self, state: PolicyState, rows: torch.Tensor) -> PolicyState:
         """The states of envs ``rows`` ``[M]`` of ``state`` ``[N, ...]``."""
         rows = rows.to(self.device)
-        return PolicyState(map_state(lambda t: t[rows], state.model), state.action[rows])
+        plan = state.plan[rows] if state.plan is not None else None
+        return PolicyState(map_state(lambda t: t[rows], state.model), state.action[rows], plan)

@@ -25,61 +25,14 @@ Shapes: ``N`` envs, ``S`` candidate sequences per env, ``H`` steps, ``A`` action
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import torch
 
 from dreamrl.behaviors.actor_critic import ActorCritic
+from dreamrl.config import MPCConfig
 from dreamrl.world_models.base import Policy, State, WorldModel, map_state
-
-Optimiser = Literal["mppi", "cem"]
-
-
-@dataclass(frozen=True)
-class MPCConfig:
-    """How a planner searches; the defaults are TD-MPC2's (``tdmpc2/config.yaml``),
-    :meth:`planet` gives PlaNet's CEM."""
-
-    optimiser: Optimiser = "mppi"  # continuous actions; discrete ones always use shooting
-    horizon: int = 3  # H, steps planned ahead
-    iterations: int = 6  # refits of the proposal per env step
-    samples: int = 512  # S, candidate sequences per iteration (policy ones included)
-    elites: int = 64  # K, best candidates the proposal is refit to
-    temperature: float = 0.5  # MPPI's elite weights and shooting's draw: softmax(temperature * return)
-    min_std: float = 0.05  # bounds of the proposal's std after each refit
-    max_std: float = 2.0  # also the std each env step starts from
-    policy_samples: int = 24  # candidates proposed by rolling the actor (TD-MPC2's num_pi_trajs)
-    warm_start: bool = True  # start from the previous plan shifted by one step (else zeros)
-
-    @classmethod
-    def planet(cls) -> MPCConfig:
-        """PlaNet's CEM: 12 steps, 10 iterations, 1000 candidates, top 100, no actor, no
-        warm start, std starting at 1 (``planet/control/planning.py``)."""
-        return cls(
-            optimiser="cem",
-            horizon=12,
-            iterations=10,
-            samples=1000,
-            elites=100,
-            min_std=1e-3,
-            max_std=1.0,
-            policy_samples=0,
-            warm_start=False,
-        )
-
-    def __post_init__(self) -> None:
-        if self.optimiser not in ("mppi", "cem"):
-            raise ValueError(f"mpc optimiser {self.optimiser!r}: one of mppi, cem")
-        if self.horizon < 1 or self.samples < 1 or self.iterations < 0:
-            raise ValueError("mpc needs horizon >= 1, samples >= 1 and iterations >= 0")
-        if not 1 <= self.elites <= self.samples:
-            raise ValueError(f"mpc elites={self.elites}: between 1 and samples={self.samples}")
-        if not 0 <= self.policy_samples <= self.samples:
-            raise ValueError(f"mpc policy_samples={self.policy_samples}: between 0 and samples")
-        if not 0 < self.min_std <= self.max_std:
-            raise ValueError("mpc needs 0 < min_std <= max_std")
-
 
 # ----------------------------------------------------------------------------- the model
 
@@ -152,6 +105,58 @@ class DreamerPlanModel:
 
     def actor(self, feat: torch.Tensor) -> Sampler:
         return self.ac.actor(feat)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class PlanStats:
+    """What planning cost and changed over the steps since the last :meth:`summary`:
+    seconds per planned step, how often the planner's first action differs from the
+    actor's (discrete: another action; continuous: the mean absolute difference), and
+    the returns the planner promised for the sequences it acted on."""
+
+    steps: int = 0  # env steps planned (N envs planned together count N)
+    calls: int = 0
+    seconds: float = 0.0
+    differ: float = 0.0  # summed per env step: 1/0 (discrete) or mean |a - a_actor| (continuous)
+    planned: list[float] = field(default_factory=list)
+
+    def add(
+        self,
+        seconds: float,
+        action: torch.Tensor,
+        actor_action: torch.Tensor,
+        planned_return: torch.Tensor,
+        discrete: bool,
+    ) -> None:
+        """One planning call over ``N`` envs: actions ``[N, A]`` (model format), returns ``[N]``."""
+        n = len(action)
+        self.steps += n
+        self.calls += 1
+        self.seconds += seconds
+        if discrete:
+            self.differ += float((action.argmax(-1) != actor_action.argmax(-1)).float().sum())
+        else:
+            self.differ += float((action.float() - actor_action.float()).abs().mean(-1).sum())
+        self.planned.extend(planned_return.float().cpu().tolist())
+
+    def summary(self, reset: bool = True) -> dict[str, float]:
+        """``mpc/*`` figures (empty when nothing was planned); starts afresh when ``reset``."""
+        if not self.calls:
+            return {}
+        out = {
+            "mpc/ms_per_call": 1000 * self.seconds / self.calls,
+            "mpc/planned_steps_per_s": self.steps / self.seconds if self.seconds else float("inf"),
+            "mpc/differs_from_actor": self.differ / self.steps,
+            "mpc/planned_return": sum(self.planned) / len(self.planned),
+        }
+        if reset:
+            self.steps = self.calls = 0
+            self.seconds = self.differ = 0.0
+            self.planned = []
+        return out
 
 
 # ----------------------------------------------------------------------------- plans
@@ -435,6 +440,7 @@ __all__ = [
     "Plan",
     "PlanInfo",
     "PlanModel",
+    "PlanStats",
     "Sampler",
     "cem",
     "initial_plan",

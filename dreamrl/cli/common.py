@@ -78,16 +78,17 @@ def checkpoint_env_steps(ckpt: Path) -> int | None:
     return int(load_loop_state(ckpt)["env_steps"])
 
 
-def load_agent(logdir: Path) -> tuple[Agent, Path, int | None]:
+def load_agent(logdir: Path, act: str | None = None) -> tuple[Agent, Path, int | None]:
     """The agent ``--logdir`` names (a checkpoint dir, or a run dir's newest good
-    checkpoint), the checkpoint dir it came from and the env steps it was saved at. A run
+    checkpoint), acting by ``act`` when given (``agent.act``), the checkpoint dir it came
+    from and the env steps it was saved at. A run
     in training meanwhile may prune that checkpoint while it is read: the next newest is
     read then. A dir that holds no agent is a ConfigError (exit status 2)."""
     from dreamrl.agent import Agent
     from dreamrl.run.checkpoint import read_newest
 
     def read(ckpt: Path) -> tuple[Agent, Path, int | None]:
-        return Agent.load(ckpt), ckpt, checkpoint_env_steps(ckpt)
+        return Agent.load(ckpt, act=act), ckpt, checkpoint_env_steps(ckpt)
 
     try:
         return read_newest(Path(logdir), read)

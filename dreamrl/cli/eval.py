@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamrl.cli.common import load_agent
-from dreamrl.config import ConfigError
+from dreamrl.config import ACT_MODES, ConfigError
 from dreamrl.run.disk import write_atomic
 from dreamrl.rundir import RunDir
 
@@ -21,6 +21,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the evaluation seed stream")
     p.add_argument("--envs", type=int, default=4, help="envs stepped together")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    p.add_argument(
+        "--act",
+        choices=ACT_MODES,
+        help="act with the imagination actor or by planning in the world model (agent.act; "
+        "default: as trained); mpc takes agent.mpc.* from the run's config",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return p
 
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes: {args.episodes} is out of range; allowed: 1 or more")
-    agent, ckpt, env_steps = load_agent(args.logdir)
+    agent, ckpt, env_steps = load_agent(args.logdir, args.act)
     config = agent.config
     seed = config.seed if args.seed is None else args.seed
     seeds = [env_seed(seed, TEST_STREAM, i) for i in range(args.episodes)]
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "ci_low": ci_low,
         "ci_high": ci_high,
         "confidence": stats["confidence"],
+        "act": config.agent.act,
+        **agent.plan_stats.summary(),
     }
     print(
         f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "
@@ -73,10 +81,20 @@ def run(args: argparse.Namespace) -> int:
         f"IQM {stats['iqm']:.2f}, median {stats['median']:.2f}, mean {result.mean:.2f} "
         f"(95% bootstrap CI {ci_low:.2f} to {ci_high:.2f})"
     )
+    if "mpc/ms_per_call" in summary:
+        planner = "shooting" if agent.act_space.discrete else config.agent.mpc.optimiser
+        differs = "share of steps" if agent.act_space.discrete else "mean |difference|"
+        print(
+            f"Planned ({planner}, horizon {config.agent.mpc.horizon}): "
+            f"{summary['mpc/ms_per_call']:.1f} ms a call for {args.envs} envs, "
+            f"{summary['mpc/planned_steps_per_s']:.1f} planned steps/s; first action differs from "
+            f"the actor's {summary['mpc/differs_from_actor']:.3g} ({differs}); "
+            f"planned return {summary['mpc/planned_return']:.3g}"
+        )
     # Saved beside the run's other results: in the run dir --logdir is or sits in.
     run_dir = RunDir.of(args.logdir)
     if run_dir is not None and env_steps is not None:
-        out = run_dir.eval_result(env_steps, stochastic=args.stochastic)
+        out = run_dir.eval_result(env_steps, stochastic=args.stochastic, act=config.agent.act)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, json.dumps(summary, indent=1) + "\n")
         print(f"Saved: {out}")
