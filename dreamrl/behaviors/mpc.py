@@ -25,7 +25,7 @@ Shapes: ``N`` envs, ``S`` candidate sequences per env, ``H`` steps, ``A`` action
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import torch
@@ -121,7 +121,7 @@ class PlanStats:
     calls: int = 0
     seconds: float = 0.0
     differ: float = 0.0  # summed per env step: 1/0 (discrete) or mean |a - a_actor| (continuous)
-    planned: list[float] = field(default_factory=list)
+    planned: float = 0.0  # planned returns, summed per env step
 
     def add(
         self,
@@ -140,7 +140,7 @@ class PlanStats:
             self.differ += float((action.argmax(-1) != actor_action.argmax(-1)).float().sum())
         else:
             self.differ += float((action.float() - actor_action.float()).abs().mean(-1).sum())
-        self.planned.extend(planned_return.float().cpu().tolist())
+        self.planned += float(planned_return.float().sum())
 
     def summary(self, reset: bool = True) -> dict[str, float]:
         """``mpc/*`` figures (empty when nothing was planned); starts afresh when ``reset``."""
@@ -150,12 +150,11 @@ class PlanStats:
             "mpc/ms_per_call": 1000 * self.seconds / self.calls,
             "mpc/planned_steps_per_s": self.steps / self.seconds if self.seconds else float("inf"),
             "mpc/differs_from_actor": self.differ / self.steps,
-            "mpc/planned_return": sum(self.planned) / len(self.planned),
+            "mpc/planned_return": self.planned / self.steps,
         }
         if reset:
             self.steps = self.calls = 0
-            self.seconds = self.differ = 0.0
-            self.planned = []
+            self.seconds = self.differ = self.planned = 0.0
         return out
 
 
