@@ -311,6 +311,7 @@ def bench(
         "world_model": config.agent.wm,
         "imagine_step_ms": 1000 * imagine_s / config.agent.imag_length,
         "imagine_starts": imagine_starts,
+        "act": config.agent.act,
         "policy_step_ms": 1000 * policy_s,
         "policy_envs": envs,
         "replay_sample_ms": 1000 * sample_s,
@@ -341,7 +342,9 @@ def describe(r: dict[str, Any]) -> str:
         + (f" (float32: {r['peak_gflops_float32']:.1f})" if r["precision"] != "float32" else ""),
         f"  imagined step     {r['imagine_step_ms']:.2f} ms from {r['imagine_starts']} starts "
         f"(world model {r['world_model']}, no gradient)",
-        f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs",
+        f"  policy step       {r['policy_step_ms']:.2f} ms for {r['policy_envs']} envs "
+        f"({'planning, agent.act=mpc' if r.get('act') == 'mpc' else 'the actor'}; "
+        f"{1000 * r['policy_envs'] / r['policy_step_ms']:.1f} env steps/s)",
         f"  replay sample     {r['replay_sample_ms']:.2f} ms per batch; holds "
         f"{r['replay_bytes_per_obs_byte']:.3f} bytes per byte of observations",
         f"  env               {r['env_steps_per_s']:.1f} steps/s (random actions)",
