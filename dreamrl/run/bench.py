@@ -203,7 +203,14 @@ def compare_world_models(config: Config, names: list[str], **kwargs: Any) -> lis
     """:func:`bench` of ``config`` under each world model's preset (``wm_<name>``), in turn."""
     from dreamrl.config import build_config
 
-    return [bench(build_config([f"wm_{name}"], base=config, size=None), **kwargs) for name in names]
+    results = []
+    for name in names:
+        # Each model compiles its own graphs from scratch, as in a run of its own: graphs
+        # kept from the model before would count against torch.compile's per-function
+        # limit and turn its first steps into recompilations.
+        torch._dynamo.reset()
+        results.append(bench(build_config([f"wm_{name}"], base=config, size=None), **kwargs))
+    return results
 
 
 def describe_comparison(results: list[dict[str, Any]]) -> str:
