@@ -95,6 +95,20 @@ def counter_batch(batch: int = 8, length: int = 12, seed: int = 0) -> Batch:
     )
 
 
+def fixture_agent():
+    """The agent of the format-1 fixture checkpoint (CartPole-v1), its RSSM steps eager.
+
+    Its config predates ``compute.compile``, so it loads with compiling on; compiled,
+    these tests' rollouts cost a minute and more of C++ builds on a cold cache, for
+    nothing that they assert (a failing compile runs eager, and test_compiled.py checks
+    the compiled steps against eager)."""
+    from dreamrl.agent import Agent
+
+    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    agent.wm.rssm.fused = False
+    return agent
+
+
 def test_exact_model_has_zero_error_at_every_horizon():
     batch = counter_batch()
     d = diagnose(rollout(Oracle(error=False), batch, context=4), batch, set(), DISCOUNT)
@@ -122,12 +136,11 @@ def test_wrong_model_errors_grow_with_horizon():
 
 
 def test_counterfactual_under_the_taken_actions_is_the_open_loop_prediction():
-    from dreamrl.agent import Agent
     from dreamrl.diagnostics.rollout import WorldModelView
     from dreamrl.envs import make_env
     from dreamrl.run.evaluate import evaluate
 
-    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    agent = fixture_agent()
     result = evaluate(agent, functools.partial(make_env, agent.config, None), [11], record=True)
     episode = result.episodes[0]
     t, horizon = 3, 4
@@ -145,11 +158,10 @@ def test_counterfactual_under_the_taken_actions_is_the_open_loop_prediction():
 
 
 def test_run_diagnostics_writes_json_and_picture(tmp_path):
-    from dreamrl.agent import Agent
     from dreamrl.envs import make_env
     from dreamrl.run.evaluate import evaluate
 
-    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    agent = fixture_agent()
     result = evaluate(agent, functools.partial(make_env, agent.config, None), [1, 2, 3, 4], 2, record=True)
     d = run_diagnostics(agent, result.episodes, tmp_path, step=300, context=4, horizon=3)
     assert d is not None
@@ -160,11 +172,10 @@ def test_run_diagnostics_writes_json_and_picture(tmp_path):
 
 
 def test_counterfactual_under_the_agents_own_policy():
-    from dreamrl.agent import Agent
     from dreamrl.envs import make_env
     from dreamrl.run.evaluate import evaluate
 
-    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    agent = fixture_agent()
     episode = evaluate(agent, functools.partial(make_env, agent.config, None), [11], record=True).episodes[0]
     result = whatif(agent, episode, 2, "policy", 4, "the agent's policy", seed=1)
     assert len(result.counterfactual.rewards) == 4 and result.description == "the agent's policy"
@@ -175,11 +186,10 @@ def test_counterfactual_under_the_agents_own_policy():
 def test_evaluation_in_worker_processes_matches_inline():
     """Envs stepped in worker processes (so the trainer never loads a simulator) play
     the same episodes, step for step, as envs stepped here."""
-    from dreamrl.agent import Agent
     from dreamrl.envs import make_env
     from dreamrl.run.evaluate import evaluate
 
-    agent = Agent.load(ROOT / "tests" / "fixtures" / "checkpoint_v1")
+    agent = fixture_agent()
     maker = functools.partial(make_env, agent.config, None, "eval")
     seeds = [1, 2, 3]
     here = evaluate(agent, maker, seeds, 2, record=True)

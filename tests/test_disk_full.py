@@ -67,7 +67,7 @@ def test_a_full_disk_under_the_metrics_stops_the_run_with_one_message(tmp_path):
 def test_a_full_disk_under_the_replay_leaves_no_partial_chunk(tmp_path):
     class FillingReplay(Replay):
         def _write_chunk(self, stream, start, size):
-            if start >= 256:
+            if start >= 128:  # the disk fills once a stream holds 128 steps, after training began
                 raise full()
             super()._write_chunk(stream, start, size)
 

@@ -26,7 +26,9 @@ from dreamrl.run.checkpoint import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 600
+# Training starts at about 130 env steps (the replay then fills a batch of 8x16); the
+# kill -9 below lands between 150 and STEPS - 100, before or after the evaluation at 200.
+STEPS = 400
 TRAIN = [
     "train",
     "--env",
@@ -36,7 +38,7 @@ TRAIN = [
     "--steps",
     str(STEPS),
     "--no-progress",
-    "run.eval_every=300",
+    "run.eval_every=200",
     "run.eval_eps=2",
     "run.log_every=0",
     "run.save_every=1",
@@ -130,7 +132,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
     step, path = list_checkpoints(logdir)[-1]
     assert 0 < step < STEPS
     verify_checkpoint(path)
-    resumed = run(logdir)
+    resumed = run(logdir, "--steps", str(step + 150))  # on past the start of training
     assert f"Resuming from ckpt-{step:012d}" in resumed.stdout
 
 
@@ -202,7 +204,7 @@ def test_damaged_checkpoint_is_named_and_resume_falls_back(uninterrupted, tmp_pa
         Agent.load(newest)
     older = list_checkpoints(logdir)[-2]
     assert Agent.load(logdir).updates == json.loads((older[1] / "agent.json").read_text())["updates"]
-    proc = run(logdir, "--steps", str(STEPS + 100))
+    proc = run(logdir, "--steps", str(STEPS + 20))
     assert "skipping a damaged checkpoint" in proc.stdout and "agent.safetensors" in proc.stdout
     assert f"Resuming from ckpt-{older[0]:012d}" in proc.stdout
 
@@ -214,7 +216,7 @@ def test_damaged_replay_chunk_is_skipped_and_counted(uninterrupted, tmp_path):
     shutil.copytree(uninterrupted, logdir)
     chunks = sorted((logdir / "replay").glob("000-*.npz"))
     chunks[-1].write_bytes(b"not a zip file at all")
-    proc = run(logdir, "--steps", str(STEPS + 100))
+    proc = run(logdir, "--steps", str(STEPS + 20))
     assert "skipped a damaged replay chunk" in proc.stdout and chunks[-1].name in proc.stdout
 
 
