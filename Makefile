@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml | debs
 	$(BIN)/python -m pip install -q -e '.[dev,suites]'
 	touch $(STAMP)
 
+# Two test processes (pytest-xdist), a file each at a time: every test runs one torch
+# thread (tests/conftest.py), so two processes keep both cores of a 2-core machine busy.
 test: setup
 	$(BIN)/ruff check dreamrl tests benchmarks
 	$(BIN)/ruff format --check dreamrl tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Train the demo preset on CartPole-v1, evaluate it on 20 fresh episodes, imagine one
 # counterfactual (its own actor against the actions taken), and write the report.
