@@ -8,7 +8,6 @@ plans through a real (untrained) dreamrl world model and actor-critic."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,14 +29,6 @@ from dreamrl.behaviors.mpc import (
 )
 
 MOVES = torch.tensor([-1.0, 0.0, 1.0])  # discrete actions: left, stay, right
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -19,14 +19,6 @@ SMALL_MPC = {"agent.mpc.samples": 16, "agent.mpc.elites": 4, "agent.mpc.policy_s
 VECTOR = {"vector": Space("float32", (3,))}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(act_space: Space, **overrides) -> Agent:
     config = build_config(
         ["debug", "mpc"], {"task": "test", "compute.device": "cpu", **SMALL_MPC, **overrides}

@@ -34,15 +34,6 @@ OBS = [pytest.param(VECTOR, DISCRETE, id="vector"), pytest.param(IMAGE, CONTINUO
 SMALL = {"batch_size": 2, "batch_length": 8}  # the debug model on short batches: cheap
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine's two cores are shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_agent(wm, obs=VECTOR, act=DISCRETE, presets=("debug",), **overrides):
     config = build_config(
         list(presets), {"task": "test", "seed": 0, "compute.device": "cpu", "agent.wm": wm, **overrides}
