@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,11 @@ def train_args(logdir: Path, steps: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, cartpole_run) -> Path:
+    """``dreamrl train`` of 300 debug steps on CartPole-v1 (tests/conftest.py), copied: the
+    tests here write into it."""
     logdir = tmp_path_factory.mktemp("run") / "cartpole"
-    dreamrl(*train_args(logdir, 300))
+    shutil.copytree(cartpole_run, logdir)
     return logdir
 
 

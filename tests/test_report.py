@@ -99,28 +99,11 @@ def _whatif(run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, cartpole_run) -> dict[str, Path]:
     """run1 (trained, diagnostics, whatif), run2 and run3 (copies of it: seeds of one task)."""
     base = tmp_path_factory.mktemp("report")
     run1 = base / "run1"
-    dreamrl(
-        "train",
-        "--env",
-        "CartPole-v1",
-        "--logdir",
-        str(run1),
-        "--preset",
-        "debug",
-        "--steps",
-        "300",
-        "run.eval_every=150",
-        "run.eval_eps=2",
-        "run.log_every=0",
-        # One thread: a model this small gains nothing from two, and on a busy 2-core machine
-        # two threads contend (300 steps took 80 s with two and 6 s with one beside a benchmark).
-        "compute.threads=1",
-        "--no-progress",
-    )
+    shutil.copytree(cartpole_run, run1)  # a real tiny training (tests/conftest.py)
     # Training may write diagnostics of its own (when evaluation episodes are long enough):
     # the pages checked here hold only the hand-made files below.
     for folder in ("diagnostics", "whatif"):
