@@ -288,6 +288,10 @@ class MPCConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
+    kind: str = _doc(
+        "dreamer",
+        "Which agent trains: 'dreamer' (dreamrl's own loop); other names are listed in dreamrl.agents.TRAINERS.",
+    )
     act: str = _doc(
         "actor", "How the agent acts: 'actor' (the imagination actor) or 'mpc' (plans in the model)."
     )
@@ -613,7 +617,10 @@ def validate(config: Config) -> Config:
             "H and W multiples of 16, at least 48 (four 2x stages)",
             (h, w),
         )
+    from dreamrl.agents import TRAINERS
     from dreamrl.world_models import WORLD_MODELS
+
+    _check(config.agent.kind in TRAINERS, "agent.kind", ", ".join(map(repr, TRAINERS)), config.agent.kind)
 
     _check(config.agent.wm in WORLD_MODELS, "agent.wm", ", ".join(map(repr, WORLD_MODELS)), config.agent.wm)
 

@@ -24,9 +24,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dreamrl.agents import trainer_for
     from dreamrl.diagnostics.hook import training_hooks
     from dreamrl.run.resume import check_config
-    from dreamrl.run.train import train
 
     saved = None
     saved_path = RunDir(args.logdir).config
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if auto and saved is None:
         for line in explain_choices(config, auto[0]):
             print(line)
+    train = trainer_for(config)
     train(config, args.logdir, hooks=training_hooks(config, args.logdir), progress=not args.no_progress)
     return 0
 
