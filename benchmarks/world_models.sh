@@ -1,16 +1,18 @@
 #!/bin/bash
 # The learning comparison of world models (docs/world_models.md): CartPole-v1 from 64x64
 # pixels with the demo's settings, each world model, seeds 0 and 1, one run after another.
-# Rerunning resumes unfinished runs; a run that has held the target stops at once.
+# Rerunning resumes unfinished runs; a run that has held the target stops at once. A
+# checkpoint every 4 minutes is kept, so the same runs give actor-against-planner curves
+# (benchmarks/planning.py, docs/planning.md).
 #   benchmarks/world_models.sh [out dir, default runs/wm]
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-runs/wm}
 mkdir -p "$out"
 for seed in 0 1; do
-  for wm in decoderfree pixel rssm; do
+  for wm in rssm decoderfree pixel; do
     .venv/bin/python benchmarks/learning.py cartpole_pixels_demo --out "$out/$wm-s$seed" \
-      --preset "wm_$wm" "seed=$seed" >> "$out/$wm-s$seed.log" 2>&1
+      --preset "wm_$wm" "seed=$seed" run.save_every=240 run.keep_checkpoints=1000 >> "$out/$wm-s$seed.log" 2>&1
     tail -n 12 "$out/$wm-s$seed.log"
   done
 done
