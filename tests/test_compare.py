@@ -167,3 +167,21 @@ def test_a_compare_trains_debug_runs_end_to_end(tmp_path, capsys):
         assert a["cost"]["gflop_per_env_step"] > 0 and a["cost"]["wall_s_per_env_step"] > 0
     assert summary["agents"]["actor_real"]["presets"][-1] == "actor_real"
     assert np.isfinite(summary["agents"]["dreamer"]["final"]["mean"])
+
+
+def test_a_parallel_run_gets_the_same_config_through_dreamrl_train(tmp_path):
+    """The subprocess of a --parallel run builds the config the plan built, but its threads."""
+    from dreamrl.cli import parser
+    from dreamrl.cli.common import resolve
+    from dreamrl.compare.runs import train_command
+    from dreamrl.config import diff
+
+    spec = plan(tmp_path, "CartPole-v1", ["horizon50+no_continue"], 2, 300, ["debug"], {"run.eval_eps": "2"})[
+        1
+    ]
+    command = train_command(spec, threads=3)
+    assert command[1:4] == ["-m", "dreamrl", "train"]
+    args, extra = parser().parse_known_args(command[3:])
+    args.overrides = list(args.overrides) + extra
+    assert args.logdir == spec.run_dir == tmp_path / "horizon50+no_continue" / "seed1"
+    assert diff(spec.config, resolve(args)) == {"compute.threads": (0, 3)}

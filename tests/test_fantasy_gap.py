@@ -83,3 +83,19 @@ def test_fantasy_gap_of_a_trained_agent_on_its_episodes():
     again = fantasy_gap(agent, result.episodes, context=4, max_starts=32)
     assert again == gap  # seeded
     assert fantasy_gap(agent, result.episodes, context=10_000) is None
+
+
+def test_the_diagnostics_carry_the_fantasy_gap(tmp_path):
+    import json
+
+    from dreamrl.diagnostics import run_diagnostics
+    from dreamrl.envs import make_env
+    from dreamrl.run.evaluate import evaluate
+
+    agent = fixture_agent()
+    result = evaluate(agent, functools.partial(make_env, agent.config, None), [1, 2], 2, record=True)
+    d = run_diagnostics(agent, result.episodes, tmp_path, step=300, context=4, horizon=3)
+    assert d is not None and d["fantasy_gap"]["horizons"] == [1, 5, 15]
+    assert "Fantasy gap" in d["summary"]
+    saved = json.loads((tmp_path / "diagnose-000000000300.json").read_text())
+    assert saved["fantasy_gap"] == d["fantasy_gap"]
