@@ -251,6 +251,7 @@ class PixelConfig:
 
 
 ACT_MODES = ("actor", "mpc")
+AC_DATA = ("imagination", "replay")
 MPC_OPTIMISERS = ("mppi", "cem")
 
 
@@ -311,8 +312,24 @@ class AgentConfig:
     conhead: ConHeadConfig = _sub(ConHeadConfig, "Continue head.")
     policy: PolicyConfig = _sub(PolicyConfig, "Actor.")
     value: ValueConfig = _sub(ValueConfig, "Critic.")
+    ac_data: str = _doc(
+        "imagination",
+        "What the actor-critic learns from: 'imagination' (H steps imagined by the world model "
+        "from each replayed posterior state, the paper's) or 'replay' (the replayed sequences "
+        "themselves: posterior states, the actions really taken, real rewards and terminals, "
+        "the returns cut where an episode ends; the replay critic loss then bootstraps from "
+        "those returns). 'replay' is the lesson's mistake of training the actor on real data "
+        "only (preset actor_real, docs/compare.md).",
+    )
     imag_last: int = _doc(0, "Imagine from only the last K posterior steps (0: all of them).")
     imag_length: int = _doc(15, "Imagination horizon H.")
+    imag_continue: bool = _doc(
+        True,
+        "Read the continue head in imagination. False: imagined episodes never end (every "
+        "imagined continue is the discount alone), in the actor-critic's returns, the planner's "
+        "and the fantasy gap's; the head is still trained and diagnosed. The lesson's 'skipping "
+        "the continue head' mistake (preset no_continue, docs/compare.md).",
+    )
     horizon: int = _doc(333, "Effective horizon: discount is 1 - 1/horizon.")
     contdisc: bool = _doc(True, "Fold the discount into the continue head's target.")
     imag_loss: ImagLossConfig = _sub(ImagLossConfig, "Actor-critic loss on imagination.")
@@ -462,6 +479,18 @@ class EnvConfig:
     size: tuple[int, ...] = _doc((64, 64), "Image observations are resized to this (H, W).")
     pixels: bool = _doc(False, "Use the env's rgb render as the observation instead of its state.")
     repeat: int = _doc(1, "Action repeat: each agent step runs the env this many times.")
+    action_noise: float = _doc(
+        0.0,
+        "Make the task stochastic (training and evaluation envs alike): continuous actions get "
+        "Gaussian noise of this std (in [-1, 1] units, clipped); a discrete action is replaced "
+        "by a uniformly random one with this probability. Seeded by each episode's seed, so a "
+        "resumed run replays its envs exactly (docs/compare.md).",
+    )
+    sticky: float = _doc(
+        0.0,
+        "Sticky actions for any env but Atari (which has env.atari.sticky): with this "
+        "probability the previous action is repeated instead of the one chosen.",
+    )
     dmc: DMCConfig = _sub(DMCConfig, "DeepMind Control suite settings.")
     atari: AtariConfig = _sub(AtariConfig, "Atari settings.")
 
@@ -606,6 +635,14 @@ def validate(config: Config) -> Config:
         config.run.env_workers,
     )
     _check(config.env.repeat >= 1, "env.repeat", "1 or more", config.env.repeat)
+    _check(config.env.action_noise >= 0, "env.action_noise", "0 or more", config.env.action_noise)
+    _check(0 <= config.env.sticky < 1, "env.sticky", "0 <= value < 1", config.env.sticky)
+    _check(
+        not (config.task.startswith("atari:") and config.env.sticky > 0),
+        "env.sticky",
+        "0 for Atari, whose sticky actions are env.atari.sticky",
+        config.env.sticky,
+    )
     for path in ("env.dmc.distractor", "env.dmc.eval_distractor"):
         _check(get(config, path) in DISTRACTORS, path, ", ".join(map(repr, DISTRACTORS)), get(config, path))
     _check(len(config.env.size) == 2, "env.size", "two integers (H, W)", config.env.size)
@@ -625,6 +662,12 @@ def validate(config: Config) -> Config:
     _check(config.agent.wm in WORLD_MODELS, "agent.wm", ", ".join(map(repr, WORLD_MODELS)), config.agent.wm)
 
     _check(config.agent.act in ACT_MODES, "agent.act", " or ".join(map(repr, ACT_MODES)), config.agent.act)
+    _check(
+        config.agent.ac_data in AC_DATA,
+        "agent.ac_data",
+        " or ".join(map(repr, AC_DATA)),
+        config.agent.ac_data,
+    )
     check_mpc(config.agent.mpc)
     _check(config.agent.pixel.frames >= 1, "agent.pixel.frames", "1 or more", config.agent.pixel.frames)
     _check(config.agent.pixel.layers >= 0, "agent.pixel.layers", "0 or more", config.agent.pixel.layers)
@@ -658,32 +701,68 @@ def validate(config: Config) -> Config:
 
 
 def warnings_for(config: Config) -> list[str]:
-    """Settings that run but that the lesson's common mistakes warn against."""
+    """Settings that run but that the lesson's common mistakes warn against (each preset of
+    :data:`dreamrl.presets.MISTAKES` sets one; docs/compare.md says what each predicts)."""
+    out = _behaviour_warnings(config.agent) + _kl_warnings(config.agent.loss_scales)
+    if config.batch_length < 16:
+        out.append(f"batch_length={config.batch_length}: short sequences starve the GRU of context.")
+    dmc = config.env.dmc
+    if dmc.eval_distractor != dmc.distractor:
+        where = (
+            "" if config.task.startswith("dmc:") else f" (no effect on {config.task or 'a task'}: not DMC)"
+        )
+        out.append(
+            f"env.dmc.eval_distractor={dmc.eval_distractor!r} differs from env.dmc.distractor="
+            f"{dmc.distractor!r}: evaluation measures transfer to visuals training never saw{where}."
+        )
+    return out
+
+
+def _behaviour_warnings(agent: AgentConfig) -> list[str]:
     out = []
-    agent = config.agent
-    if agent.imag_length > 50:
+    if agent.ac_data == "replay":
+        out.append(
+            "agent.ac_data=replay: the actor-critic learns on replayed real states only, with no "
+            "imagination; the lesson predicts it loses the sample efficiency imagination brings."
+        )
+    if agent.imag_length >= 50:
         out.append(
             f"agent.imag_length={agent.imag_length}: a long imagination horizon lets the "
             "actor exploit compounding model error (the paper uses 15)."
         )
     if agent.imag_length < 5:
         out.append(f"agent.imag_length={agent.imag_length}: very short imagination horizon.")
-    scales = agent.loss_scales
-    if scales.dyn == 0 or scales.rep == 0:
-        out.append("KL balance has a zero term: the latents may collapse or ignore observations.")
-    elif scales.rep / scales.dyn > 1.0:
+    if not agent.imag_continue:
         out.append(
+            "agent.imag_continue=false: imagined episodes never end (the continue head is trained "
+            "but not read); the actor learns the returns of episodes that cannot stop."
+        )
+    return out
+
+
+def _kl_warnings(scales: LossScales) -> list[str]:
+    paper = LossScales()
+    if scales.dyn == 0 or scales.rep == 0:
+        return ["KL balance has a zero term: the latents may collapse or ignore observations."]
+    if scales.rep / scales.dyn > 1.0:
+        return [
             f"agent.loss_scales.rep/dyn = {scales.rep / scales.dyn:g}: a strong representation "
             "KL pushes the posterior to ignore observations (the paper uses 0.1)."
-        )
-    elif scales.rep / scales.dyn < 0.01:
-        out.append(
+        ]
+    if scales.rep / scales.dyn < 0.01:
+        return [
             f"agent.loss_scales.rep/dyn = {scales.rep / scales.dyn:g}: a weak representation "
             "KL leaves latents hard to predict (the paper uses 0.1)."
-        )
-    if config.batch_length < 16:
-        out.append(f"batch_length={config.batch_length}: short sequences starve the GRU of context.")
-    return out
+        ]
+    both = (
+        f"agent.loss_scales.dyn={scales.dyn:g} and rep={scales.rep:g} "
+        f"(the paper's {paper.dyn:g} and {paper.rep:g})"
+    )
+    if scales.dyn <= 0.1 * paper.dyn:
+        return [f"{both}: KL regularisation this weak gives poor latents the dynamics cannot predict."]
+    if scales.dyn >= 5 * paper.dyn:
+        return [f"{both}: KL regularisation this strong lets the dynamics ignore observations."]
+    return []
 
 
 def apply_presets(config: Config, names: Sequence[str]) -> Config:

@@ -152,7 +152,28 @@ ACTING: dict[str, Preset] = {
 }
 
 
-PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS, **ACTING}
+# The lesson's common mistakes (docs/compare.md), one knob each, to run against the default:
+# `dreamrl compare --agents dreamer,actor_real,horizon50,...`. `dreamrl train` warns about
+# each at start (dreamrl.config.warnings_for). The KL pair scales both KL terms of the
+# paper's (dyn 1.0, rep 0.1) by 0.01 and by 10.
+MISTAKES: dict[str, Preset] = {
+    # The actor-critic learns on the replayed real sequences only: no imagination.
+    "actor_real": {"agent.ac_data": "replay"},
+    # Huge H with weak dynamics: "the actor learns fantasy" (see the fantasy gap).
+    "horizon50": {"agent.imag_length": 50},
+    "horizon100": {"agent.imag_length": 100},
+    # Skipping the continue head: imagined episodes never end.
+    "no_continue": {"agent.imag_continue": False},
+    # KL too weak ("poor latents") and too strong ("dynamics ignore observations").
+    "kl_weak": {"agent.loss_scales.dyn": 0.01, "agent.loss_scales.rep": 0.001},
+    "kl_strong": {"agent.loss_scales.dyn": 10.0, "agent.loss_scales.rep": 1.0},
+    # Evaluating on the training env only is the default's mistake; this preset is its fix,
+    # evaluating DMC agents against moving-noise backgrounds training never showed.
+    "eval_distractors": {"env.dmc.eval_distractor": "noise"},
+}
+
+
+PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS, **ACTING, **MISTAKES}
 
 # What `--preset demo` was measured to do, said to a user who named no preset.
 DEMO_RESULT = (

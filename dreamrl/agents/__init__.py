@@ -48,7 +48,9 @@ def trainer_for(config: Config) -> Callable[..., Any]:
         target = TRAINERS[config.agent.kind]
     except KeyError:
         known = ", ".join(sorted(TRAINERS))
-        raise ValueError(f"agent.kind={config.agent.kind!r} is not an agent dreamrl knows ({known})") from None
+        raise ValueError(
+            f"agent.kind={config.agent.kind!r} is not an agent dreamrl knows ({known})"
+        ) from None
     module, _, name = target.partition(":")
     fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return fn

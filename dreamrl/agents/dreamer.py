@@ -29,7 +29,14 @@ from torch.profiler import record_function
 
 from dreamrl import __version__
 from dreamrl.agents.base import TrainResult
-from dreamrl.behaviors.actor_critic import ActorCritic, Imagined, ReturnStats, imag_loss, repl_loss
+from dreamrl.behaviors.actor_critic import (
+    ActorCritic,
+    Imagined,
+    ReturnStats,
+    imag_loss,
+    imagined_continue,
+    repl_loss,
+)
 from dreamrl.behaviors.mpc import DreamerPlanModel, Plan, PlanStats, initial_plan, plan_action, reset_plan
 from dreamrl.config import Config, from_dict, to_dict, validate
 from dreamrl.config_tree import replace as replace_config
@@ -42,6 +49,7 @@ from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS
 from dreamrl.spaces import STEP_KEYS, Space, action_width
 from dreamrl.world_models import make_world_model
 from dreamrl.world_models.base import Batch, State, map_state, state_from_items, state_items
+from dreamrl.world_models.rssm import continue_target
 
 AGENT_FORMAT = 1
 
@@ -149,8 +157,65 @@ class DreamerAgent:
         B, T = batch.is_first.shape
         losses, post, metrics = self.wm.loss(batch, self.train_gen)
 
-        # Imagine H steps from every posterior state (the last K with imag_last=K).
+        # The actor-critic learns from H steps imagined from every posterior state (the
+        # last K with imag_last=K); with agent.ac_data=replay from those K replayed steps.
         K = min(cfg.imag_last or T, T)
+        if cfg.ac_data == "replay":
+            feat, traj = self._replayed(post, batch, K)
+        else:
+            feat, traj = self._imagined(post, T, K)
+        with record_function("ac/loss"):
+            with torch.no_grad():
+                slow_logits = self.ac.slow_critic(feat)
+            value_logits = self.ac.critic(feat)
+            imag = imag_loss(
+                traj,
+                self.ac.actor(feat),
+                value_logits,
+                slow_logits,
+                self.ac.critic,
+                self.ac.retnorm.current(),
+                cfg,
+            )
+        losses.update(imag.losses)
+        metrics.update(imag.metrics)
+        if cfg.ac_data == "replay":
+            # No imagined return from each replayed state: the replayed returns themselves,
+            # and the critic's value at the last step.
+            with torch.no_grad():
+                boot = torch.cat([imag.returns, self.ac.critic.mean(value_logits[:, -1:])], 1)
+        else:
+            boot = imag.returns[:, 0].view(B, K)  # the imagined return from each start
+
+        # Critic on replayed sequences, bootstrapped from the returns of each state.
+        if cfg.repval_loss:
+            rfeat = self.wm.features(post)[:, T - K :]
+            rfeat = rfeat if cfg.repval_grad else rfeat.detach()
+            with torch.no_grad():
+                slow_r = self.ac.slow_critic(rfeat)
+            sl = slice(T - K, T)
+            losses.update(
+                repl_loss(
+                    batch.is_last[:, sl],
+                    batch.is_terminal[:, sl],
+                    batch.reward[:, sl],
+                    boot,
+                    self.ac.critic(rfeat),
+                    slow_r,
+                    self.ac.critic,
+                    cfg,
+                )
+            )
+        if set(losses) != set(self.scales):
+            raise RuntimeError(f"loss terms {sorted(losses)} do not match scales {sorted(self.scales)}")
+        return losses, metrics, imag.return_stats
+
+    def _imagined(self, post: State, length: int, keep: int) -> tuple[torch.Tensor, Imagined]:
+        """Features ``[N, H+1, F]`` and predictions of H steps imagined under the actor from
+        the last ``keep`` of the ``length`` posterior states of each sequence (``N = B*keep``),
+        the paper's."""
+        cfg = self.config.agent
+        T, K = length, keep
         starts = map_state(lambda t: t[:, T - K :].flatten(0, 1), post)
         start_feat = self.wm.features(starts)
         with record_function("ac/imagine"), torch.no_grad():
@@ -172,46 +237,22 @@ class DreamerAgent:
             actions = torch.cat([actions, last[:, None]], 1)  # [N, H+1, A]
         if cfg.ac_grads:
             feat = to_compute_dtype(torch.cat([start_feat[:, None], feat[:, 1:]], 1))
-        with record_function("ac/loss"):
-            with torch.no_grad():
-                reward = self.wm.reward.mean(self.wm.reward(feat))
-                cont = torch.sigmoid(self.wm.cont(feat))
-                slow_logits = self.ac.slow_critic(feat)
-            imag = imag_loss(
-                Imagined(actions, reward, cont),
-                self.ac.actor(feat),
-                self.ac.critic(feat),
-                slow_logits,
-                self.ac.critic,
-                self.ac.retnorm.current(),
-                cfg,
-            )
-        losses.update(imag.losses)
-        metrics.update(imag.metrics)
-        ret = imag.returns
+        with record_function("ac/loss"), torch.no_grad():
+            reward = self.wm.reward.mean(self.wm.reward(feat))
+            cont = imagined_continue(torch.sigmoid(self.wm.cont(feat)), cfg)
+        return feat, Imagined(actions, reward, cont)
 
-        # Critic on replayed sequences, bootstrapped from the imagined returns.
-        if cfg.repval_loss:
-            rfeat = self.wm.features(post)[:, T - K :]
-            rfeat = rfeat if cfg.repval_grad else rfeat.detach()
-            with torch.no_grad():
-                slow_r = self.ac.slow_critic(rfeat)
-            sl = slice(T - K, T)
-            losses.update(
-                repl_loss(
-                    batch.is_last[:, sl],
-                    batch.is_terminal[:, sl],
-                    batch.reward[:, sl],
-                    ret[:, 0].view(B, K),
-                    self.ac.critic(rfeat),
-                    slow_r,
-                    self.ac.critic,
-                    cfg,
-                )
-            )
-        if set(losses) != set(self.scales):
-            raise RuntimeError(f"loss terms {sorted(losses)} do not match scales {sorted(self.scales)}")
-        return losses, metrics, imag.return_stats
+    def _replayed(self, post: State, batch: Batch, keep: int) -> tuple[torch.Tensor, Imagined]:
+        """Features ``[B, keep, F]`` of the last ``keep`` posterior states of each replayed
+        sequence, and what really followed them: the actions taken, the real rewards and
+        terminals, and where episodes ended (``agent.ac_data=replay``)."""
+        cfg = self.config.agent
+        T = batch.is_first.shape[1]
+        sl = slice(T - keep, T)
+        feat = self.wm.features(post)[:, sl]
+        feat = feat if cfg.ac_grads else feat.detach()
+        cont = continue_target(batch.is_terminal[:, sl], cfg.horizon, cfg.contdisc)
+        return feat, Imagined(batch.action[:, sl], batch.reward[:, sl], cont, batch.is_last[:, sl])
 
     def train_step(self, data: Mapping[str, np.ndarray]) -> TrainResult:
         """One update of every module on a replay batch, with float metrics.

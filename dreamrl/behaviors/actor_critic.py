@@ -100,11 +100,25 @@ class ReturnNormalizer(nn.Module):
 
 
 class Imagined(NamedTuple):
-    """An imagined trajectory's predictions, every tensor ``[N, H+1, ...]``."""
+    """A trajectory the actor-critic learns from, every tensor ``[N, H+1, ...]``: imagined
+    by the world model (the paper's), or replayed (``agent.ac_data=replay``, which gives
+    ``last``)."""
 
     action: torch.Tensor  # actions taken from each state (the last one is unused)
-    reward: torch.Tensor  # predicted reward on arriving at each state
-    cont: torch.Tensor  # predicted continue probability (discount folded in)
+    reward: torch.Tensor  # reward on arriving at each state (predicted, or real)
+    cont: torch.Tensor  # continue probability (discount folded in under agent.contdisc)
+    # Replayed trajectories only: where an episode ends. Returns are cut there and every
+    # step is weighted 1 but those (a replayed state is real; no imagined end discounts it).
+    last: torch.Tensor | None = None
+
+
+def imagined_continue(cont: torch.Tensor, cfg: AgentConfig) -> torch.Tensor:
+    """The continue probabilities ``[...]`` the behaviour reads from the head's ``cont``:
+    the head's own, or with ``agent.imag_continue=false`` those of an episode that never
+    ends (the discount alone where it is folded in, else 1)."""
+    if cfg.imag_continue:
+        return cont
+    return torch.full_like(cont, 1 - 1 / cfg.horizon if cfg.contdisc else 1.0)
 
 
 class ImagLoss(NamedTuple):
@@ -139,8 +153,13 @@ def imag_loss(
         slowval = critic.mean(slow_logits)
         tarval = slowval if lcfg.slowtar else val
         disc = 1.0 if cfg.contdisc else 1 - 1 / cfg.horizon
-        weight = torch.cumprod(disc * traj.cont, 1) / disc  # [N, H+1]
-        ret = lambda_return(torch.zeros_like(traj.cont), 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam)
+        if traj.last is None:
+            last = torch.zeros_like(traj.cont)
+            weight = torch.cumprod(disc * traj.cont, 1) / disc  # [N, H+1]
+        else:
+            last = traj.last.float()
+            weight = 1 - last
+        ret = lambda_return(last, 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam)
         new_stats = advance_return_stats(return_stats, ret, cfg.retnorm)
         scale = return_scale(new_stats, cfg.retnorm)
         adv = (ret - tarval[:, :-1]) / scale

@@ -30,7 +30,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
-from dreamrl.behaviors.actor_critic import ActorCritic
+from dreamrl.behaviors.actor_critic import ActorCritic, imagined_continue
 from dreamrl.config import MPCConfig
 from dreamrl.world_models.base import Policy, State, WorldModel, map_state
 
@@ -76,7 +76,8 @@ class DreamerPlanModel:
     """:class:`PlanModel` of a dreamrl world model and actor-critic, read exactly as
     :func:`~dreamrl.behaviors.actor_critic.imag_loss` reads them: reward
     ``wm.reward.mean(wm.reward(feat))``, continue ``disc * sigmoid(wm.cont(feat))`` with
-    ``disc = 1`` under ``agent.contdisc`` (else ``1 - 1/horizon``), value the two-hot
+    ``disc = 1`` under ``agent.contdisc`` (else ``1 - 1/horizon``; the head is not read
+    under ``agent.imag_continue=false``), value the two-hot
     mean of the critic (the slow critic under ``imag_loss.slowtar``)."""
 
     wm: WorldModel
@@ -97,7 +98,7 @@ class DreamerPlanModel:
     def cont(self, feat: torch.Tensor) -> torch.Tensor:
         cfg = self.ac.cfg
         disc = 1.0 if cfg.contdisc else 1 - 1 / cfg.horizon
-        return disc * torch.sigmoid(self.wm.cont(feat))
+        return disc * imagined_continue(torch.sigmoid(self.wm.cont(feat)), cfg)
 
     def value(self, feat: torch.Tensor) -> torch.Tensor:
         critic = self.ac.slow_critic if self.ac.cfg.imag_loss.slowtar else self.ac.critic

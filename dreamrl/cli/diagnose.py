@@ -58,6 +58,14 @@ def run(args: argparse.Namespace) -> int:
     for key, errors in d["obs_error"].items():
         label = f"{key} error" + (" (probe)" if d.get("probe") else "")
         print(f"  {label:<13} h=1 {errors[0]:.3f}  h={h} {errors[-1]:.3f} of variance")
+    gap = d.get("fantasy_gap")
+    if gap:
+        print(
+            f"  fantasy gap   imagined λ-return minus the discounted return that followed, "
+            f"from {gap['starts']} states (real {gap['real']:.4g}):"
+        )
+        for h, imagined, g in zip(gap["horizons"], gap["imagined"], gap["gap"]):
+            print(f"                H={h:<4} imagined {imagined:.4g}  gap {g:+.4g}")
     print(f"  {d['summary']}")
     print(f"Written: {out / diagnosis_name(step)} and {out / d['images']['openloop']}")
     if args.json:

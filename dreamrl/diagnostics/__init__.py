@@ -4,7 +4,8 @@ latent usage and drift, counterfactual rollouts, and the pictures of them.
 :func:`run_diagnostics` is what training (after each evaluation) and ``dreamrl
 diagnose`` call: it takes held-out episodes (recorded by evaluation, never trained on),
 cuts windows of ``context + horizon`` steps inside them, and writes
-``diagnostics/diagnose-<step>.json`` and an open-loop picture into the run dir.
+``diagnostics/diagnose-<step>.json`` and an open-loop picture into the run dir, with the
+fantasy gap (:mod:`.fantasy`) of an agent that has an actor-critic.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamrl.diagnostics.fantasy import fantasy_gap
 from dreamrl.diagnostics.images import curves_png, openloop_frames, png_bytes
 from dreamrl.diagnostics.metrics import diagnose, summarize, weakest
 from dreamrl.diagnostics.rollout import Rollout, WorldModelView, rollout, windows
@@ -27,6 +29,7 @@ __all__ = [
     "WhatIf",
     "WorldModelView",
     "diagnose",
+    "fantasy_gap",
     "rollout",
     "run_diagnostics",
     "summarize",
@@ -85,6 +88,10 @@ def run_diagnostics(
     discount = 1 - 1 / cfg.horizon if cfg.contdisc else 1.0
     result = diagnose(r, batch, image_keys, discount)
     result["step"] = step
+    if hasattr(agent, "ac"):  # an agent that learns a behaviour in the model: its fantasy gap
+        gap = fantasy_gap(agent, episodes, context=context, seed=seed)
+        if gap is not None:
+            result["fantasy_gap"] = gap
     result["summary"] = summarize(result)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,10 @@ def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, fl
             "diag/latent_perplexity": d["latent_perplexity"],
         }
         metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
+        gap = d.get("fantasy_gap")
+        if gap:
+            metrics.update({f"diag/fantasy_gap_{h}": g for h, g in zip(gap["horizons"], gap["gap"])})
+            metrics["diag/real_return"] = gap["real"]
         return metrics
 
     return hook

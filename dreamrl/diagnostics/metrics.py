@@ -160,6 +160,12 @@ def summarize(d: dict[str, Any]) -> str:
             f"Latent codes: {d['latent_perplexity']:.2f} of {d['latent_classes']} classes in effective use "
             f"per variable, {d['latent_usage']:.0%} of classes ever used."
         )
+    gap = d.get("fantasy_gap")
+    if gap:
+        lines.append(
+            f"Fantasy gap: at {gap['horizons'][-1]} imagined steps the model promises a return of "
+            f"{gap['imagined'][-1]:.3g} where {gap['real']:.3g} really followed (gap {gap['gap'][-1]:+.3g})."
+        )
     name, error = weakest(d)
     if error < 0.1:
         lines.append("No component stands out: the model predicts these windows well.")

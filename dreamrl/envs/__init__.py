@@ -61,8 +61,14 @@ def make_env(config: Config, seed: int | None, mode: str = "train") -> Env:
     suite, _, name = task.partition(":") if ":" in task else (task, "", "")
     if suite in SUITES:
         module = importlib.import_module(f"dreamrl.envs.{suite}")
-        return module.make(name, config, seed, mode)  # type: ignore[no-any-return]
-    return _make_gym(config, seed)
+        env: Env = module.make(name, config, seed, mode)
+    else:
+        env = _make_gym(config, seed)
+    if config.env.action_noise > 0 or config.env.sticky > 0:
+        from dreamrl.envs.noise import NoisyActions
+
+        env = NoisyActions(env, config.env.action_noise, config.env.sticky, seed)
+    return env
 
 
 def _make_gym(config: Config, seed: int | None) -> Env:

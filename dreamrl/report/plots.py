@@ -21,13 +21,16 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 @dataclass(frozen=True)
 class Series:
-    """One line: ``x`` and ``y`` of equal length ``[N]``; ``band`` (``[N]``) shades ``y ± band``."""
+    """One line: ``x`` and ``y`` of equal length ``[N]``; ``band`` (``[N]``) shades ``y ± band``,
+    or ``low`` and ``high`` (``[N]``) shade an interval of their own (a bootstrap band)."""
 
     label: str
     x: Sequence[float]
     y: Sequence[float]
     band: Sequence[float] | None = None
     color: str | None = None
+    low: Sequence[float] | None = None
+    high: Sequence[float] | None = None
 
 
 def _figure(width: float, height: float) -> tuple[Any, Any]:
@@ -64,6 +67,9 @@ def _draw(ax: Any, series: Sequence[Series], smoothed: bool) -> None:
         if s.band is not None:
             band = np.asarray(s.band, dtype=np.float64)
             ax.fill_between(x, y - band, y + band, color=color, alpha=0.2, linewidth=0)
+        if s.low is not None and s.high is not None:
+            low, high = np.asarray(s.low, np.float64), np.asarray(s.high, np.float64)
+            ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
         # Noisy per-episode curves: the raw points faint, a moving average on top.
         window = max(1, x.size // 20) if smoothed else 1
         if window > 1:

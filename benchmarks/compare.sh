@@ -1,0 +1,23 @@
+#!/bin/bash
+# The comparison of docs/compare.md: CartPole-v1 from vectors and from 64x64 pixels with the
+# demo's settings; Dreamer, the model-free baselines PPO and DQN, and the lesson's mistakes;
+# 3 seeds each, one run after another. Hours on a 2-core CPU. Rerunning resumes what is
+# unfinished and skips what is done; each comparison ends by printing its table.
+#   benchmarks/compare.sh [out dir, default runs/compare]
+# Smaller or other runs through the environment, e.g. a smoke test of a few minutes:
+#   AGENTS=dreamer,actor_real SEEDS=1 STEPS=300 EXTRA="run.eval_every=150 run.eval_eps=2" benchmarks/compare.sh /tmp/cmp
+set -u
+cd "$(dirname "$0")/.."
+out=${1:-runs/compare}
+agents=${AGENTS:-dreamer,ppo,dqn,actor_real,horizon50,no_continue,kl_weak,kl_strong}
+seeds=${SEEDS:-3}
+steps=${STEPS:-2500}
+extra=${EXTRA:-}
+bin=${DREAMRL:-.venv/bin/dreamrl}
+for obs in vectors pixels; do
+  pixels=false
+  [ "$obs" = pixels ] && pixels=true
+  # shellcheck disable=SC2086  # EXTRA is a list of key=value words; DREAMRL may be "python -m dreamrl"
+  $bin compare --env CartPole-v1 --agents "$agents" --seeds "$seeds" --steps "$steps" \
+    --preset demo --out "$out/$obs" --no-progress "env.pixels=$pixels" $extra
+done

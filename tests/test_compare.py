@@ -1,0 +1,187 @@
+"""``dreamrl compare``: hand-computed thresholds and intervals on fake run dirs, resuming
+only what an interrupted comparison left undone, agents named by presets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dreamrl.cli import main
+from dreamrl.compare import compare, compare_logdirs, stats
+from dreamrl.compare.runs import agent_of, check_agents, plan, status
+from dreamrl.config import ConfigError, build_config, to_dict
+from dreamrl.rundir import RunDir
+
+# Agent "dreamer", 3 seeds: evaluation returns at env steps 1000, 2000, 3000.
+DREAMER = {0: [100, 120, 150], 1: [50, 100, 150], 2: [10, 50, 150]}
+# Agent "horizon50", 2 seeds: seed 0 evaluated at 1000, 2000, 4000 (reaches 100 at 4000),
+# seed 1 at 1000, 2000, 3000 and never reaches 100.
+H50_STEPS = {0: [1000, 2000, 4000], 1: [1000, 2000, 3000]}
+H50 = {0: [10, 50, 120], 1: [20, 40, 80]}
+
+
+def fake_run(run_dir: Path, presets: list[str], seed: int, steps: list[int], returns: list[float]) -> Path:
+    """A run dir written by hand: its config and one eval record per evaluation, 10 ms a step."""
+    run_dir.mkdir(parents=True)
+    config = build_config(presets, {"task": "CartPole-v1", "seed": seed})
+    RunDir(run_dir).config.write_text(json.dumps(to_dict(config)))
+    lines = [
+        json.dumps({"step": s, "eval/return": r, "eval/returns": [r], "time/elapsed": s / 100})
+        for s, r in zip(steps, returns)
+    ]
+    RunDir(run_dir).metrics.write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+@pytest.fixture
+def fake_runs(tmp_path) -> list[Path]:
+    runs = [fake_run(tmp_path / f"d{s}", ["debug"], s, [1000, 2000, 3000], r) for s, r in DREAMER.items()]
+    runs += [fake_run(tmp_path / f"h{s}", ["debug", "horizon50"], s, H50_STEPS[s], H50[s]) for s in H50]
+    return runs
+
+
+def test_two_fake_agents_give_the_hand_computed_table(fake_runs, tmp_path):
+    summary = compare_logdirs(fake_runs, tmp_path / "cmp", threshold=100.0)
+    dreamer, h50 = summary["agents"]["dreamer"], summary["agents"]["horizon50"]
+    assert [r["steps_to_threshold"] for r in dreamer["runs"]] == [1000, 2000, 3000]
+    # Medians of 3 resampled seeds: 1000 with probability 7/27 > 2.5%, 3000 likewise.
+    assert dreamer["threshold"] == {
+        "median": 2000.0,
+        "ci": [1000.0, 3000.0],
+        "reached": 3,
+        "seeds": 3,
+        "per_seed": [1000, 2000, 3000],
+    }
+    # One seed of two never reached it: the median is "never", the interval [4000, never].
+    assert h50["threshold"]["median"] is None and h50["threshold"]["ci"] == [4000.0, None]
+    assert h50["threshold"]["reached"] == 1
+    # Final scores 150, 150, 150: a degenerate interval; 120 and 80: means of resamplings
+    # are 80, 100 or 120, with probability 1/4, 1/2, 1/4.
+    assert dreamer["final"]["mean"] == 150 and dreamer["final"]["mean_ci"] == [150, 150]
+    assert h50["final"]["mean"] == 100 and h50["final"]["mean_ci"] == [80, 120]
+    assert h50["final"]["iqm"] == 100  # fewer than 4 seeds: nothing is trimmed
+    curve = dreamer["curve"]
+    assert curve["steps"] == [1000, 2000, 3000]
+    assert curve["mean"] == pytest.approx([160 / 3, 270 / 3, 150])
+    assert curve["low"][0] == pytest.approx(10) and curve["high"][0] == pytest.approx(100)
+    assert curve["low"][2] == curve["high"][2] == 150
+    # horizon50 on the union of its seeds' steps; seed 0 interpolated at 3000 (85), seed 1
+    # ended at 3000 and says nothing of 4000.
+    assert h50["curve"]["steps"] == [1000, 2000, 3000, 4000]
+    assert h50["curve"]["mean"] == pytest.approx([15, 45, 82.5, 120])
+    assert h50["curve"]["seeds"] == [2, 2, 2, 1]
+    assert dreamer["cost"]["wall_s_per_env_step"] == pytest.approx(0.01)
+    assert dreamer["cost"]["gflop_per_env_step"] is None  # no checkpoint to count on
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["agents"]["horizon50"]["threshold"]["ci"] == [4000, None]
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Steps to threshold" in page and "not reached" in page and "data:image/png;base64" in page
+
+
+def test_curve_band_by_hand():
+    """Two seeds, one grid: the resampled means are a, (a+b)/2 or b."""
+    band = stats.curve_band([([0, 10], [0.0, 2.0]), ([0, 10], [4.0, 6.0])], reps=4000)
+    assert band.mean.tolist() == [2.0, 4.0]
+    assert band.low.tolist() == [0.0, 2.0] and band.high.tolist() == [4.0, 6.0]
+    same = stats.curve_band([([0, 10], [1.0, 3.0])])
+    assert same.low.tolist() == same.high.tolist() == [1.0, 3.0]  # one seed: no width
+
+
+def test_steps_to_threshold():
+    assert stats.steps_to_threshold([3, 1, 2], [5.0, 0.0, 4.0], 4.0) == 2
+    assert stats.steps_to_threshold([1, 2], [0.0, float("nan")], 1.0) is None
+
+
+def test_runs_are_grouped_by_agent_from_their_config():
+    assert agent_of(build_config(["debug"], {})) == "dreamer"
+    assert agent_of(build_config(["demo", "kl_weak", "horizon50"], {})) == "kl_weak+horizon50"
+
+
+def test_agents_must_be_presets():
+    check_agents(["dreamer", "actor_real", "horizon50+no_continue"])
+    with pytest.raises(ConfigError, match=r"nosuch is not an agent.*actor_real"):
+        check_agents(["dreamer", "nosuch"])
+    with pytest.raises(ConfigError, match="twice"):
+        check_agents(["dreamer", "dreamer"])
+
+
+def test_cli_refuses_an_unknown_agent(tmp_path, capsys):
+    code = main(["compare", "--env", "CartPole-v1", "--agents", "dreamer,ppo2", "--out", str(tmp_path)])
+    assert code == 2 and "ppo2 is not an agent" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypatch):
+    from dreamrl import agents
+
+    from fixtures import fake_trainer
+
+    monkeypatch.setitem(agents.TRAINERS, "fake", "fixtures.fake_trainer:train")
+    monkeypatch.setattr(fake_trainer, "CALLS", [])
+    monkeypatch.setattr(fake_trainer, "INTERRUPT_SEED", 0)
+    monkeypatch.setattr(fake_trainer, "INTERRUPT_PRESET", "horizon50")
+    out = tmp_path / "cmp"
+    args = dict(env="CartPole-v1", agents=["dreamer", "horizon50"], seeds=2, steps=200)
+    kwargs = dict(
+        presets=["debug"], overrides={"agent.kind": "fake"}, threshold=100.0, progress=False, reps=200
+    )
+    with pytest.raises(KeyboardInterrupt):
+        compare(out, **args, **kwargs)
+    assert [
+        (out / "dreamer" / "seed0", 0),
+        (out / "dreamer" / "seed1", 0),
+        (out / "horizon50" / "seed0", 0),
+    ] == fake_trainer.CALLS
+    specs = plan(out, "CartPole-v1", ["dreamer", "horizon50"], 2, 200, ["debug"], {"agent.kind": "fake"})
+    assert [status(s) for s in specs] == ["done", "done", "partial", "new"]
+
+    fake_trainer.CALLS.clear()
+    monkeypatch.setattr(fake_trainer, "INTERRUPT_SEED", None)
+    summary = compare(out, **args, **kwargs)
+    # Only the interrupted run (from its checkpoint at 100 steps) and the one never started.
+    assert [(out / "horizon50" / "seed0", 100), (out / "horizon50" / "seed1", 0)] == fake_trainer.CALLS
+    assert [status(s) for s in specs] == ["done"] * 4
+    assert summary["agents"]["dreamer"]["threshold"]["reached"] == 2
+    assert summary["agents"]["horizon50"]["final"]["mean"] == pytest.approx(100.5)
+    fake_trainer.CALLS.clear()
+    compare(out, **args, **kwargs)  # everything done: nothing trains
+    assert fake_trainer.CALLS == []
+
+
+def test_a_compare_trains_debug_runs_end_to_end(tmp_path, capsys):
+    """Two real agents, one seed, a few hundred env steps each, through the CLI."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "--env", "CartPole-v1", "--agents", "dreamer,actor_real", "--seeds", "1"]
+    argv += ["--steps", "120", "--preset", "debug", "--out", str(out), "--no-progress", "--reps", "200"]
+    argv += ["run.eval_every=60", "run.eval_eps=1", "run.log_every=0", "compute.threads=1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Written:" in text and "actor_real" in text
+    summary = json.loads((out / "compare.json").read_text())
+    for name in ("dreamer", "actor_real"):
+        a = summary["agents"][name]
+        assert a["runs"][0]["env_steps"] >= 120 and a["curve"]["steps"]
+        assert a["cost"]["gflop_per_env_step"] > 0 and a["cost"]["wall_s_per_env_step"] > 0
+    assert summary["agents"]["actor_real"]["presets"][-1] == "actor_real"
+    assert np.isfinite(summary["agents"]["dreamer"]["final"]["mean"])
+
+
+def test_a_parallel_run_gets_the_same_config_through_dreamrl_train(tmp_path):
+    """The subprocess of a --parallel run builds the config the plan built, but its threads."""
+    from dreamrl.cli import parser
+    from dreamrl.cli.common import resolve
+    from dreamrl.compare.runs import train_command
+    from dreamrl.config import diff
+
+    spec = plan(tmp_path, "CartPole-v1", ["horizon50+no_continue"], 2, 300, ["debug"], {"run.eval_eps": "2"})[
+        1
+    ]
+    command = train_command(spec, threads=3)
+    assert command[1:4] == ["-m", "dreamrl", "train"]
+    args, extra = parser().parse_known_args(command[3:])
+    args.overrides = list(args.overrides) + extra
+    assert args.logdir == spec.run_dir == tmp_path / "horizon50+no_continue" / "seed1"
+    assert diff(spec.config, resolve(args)) == {"compute.threads": (0, 3)}
