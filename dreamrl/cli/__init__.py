@@ -5,6 +5,7 @@
     dreamrl diagnose --logdir DIR [--episodes N] [--context K] [--horizon H] [--json]
     dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,... | --policy | --random]
     dreamrl report --logdir DIR [DIR ...] [--out FILE]
+    dreamrl export --logdir DIR --format onnx|torchscript [--out PATH] [--check-on env|replay]
     dreamrl bench --env ID [--preset NAME ...] [--train-steps N] [--profile N] [--json] [key=value ...]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dreamrl.cli import bench, check_env, diagnose, report, train, whatif
+from dreamrl.cli import bench, check_env, diagnose, export, report, train, whatif
 from dreamrl.cli import config as config_command
 from dreamrl.cli import eval as eval_command
 from dreamrl.config import ConfigError
@@ -41,6 +42,7 @@ COMMANDS: dict[str, ModuleType] = {
     "report": report,
     "diagnose": diagnose,
     "whatif": whatif,
+    "export": export,
     "bench": bench,
     "check-env": check_env,
     "config": config_command,
