@@ -112,7 +112,7 @@ def test_exported_policy_acts_as_the_library_over_episodes(kind, fmt, request, t
 def test_spec_names_every_tensor_and_the_preprocessing(pixel_run, tmp_path):
     exported = export_policy(Agent.load(pixel_run), "onnx", tmp_path / "p.onnx", check_steps=5)
     spec = json.loads(exported.spec_path.read_text())
-    assert exported.spec_path == tmp_path / "p.json" and spec["file"] == "p.onnx"
+    assert exported.spec_path == tmp_path / "p.onnx.json" and spec["file"] == "p.onnx"
     inputs = {t["name"]: t for t in spec["inputs"]}
     assert inputs["image"] == {
         "name": "image",
@@ -161,7 +161,7 @@ def test_cli_export_writes_into_the_run_dir_and_prints_the_check(vector_run, cap
     printed = capsys.readouterr().out
     assert "check: onnxruntime's actions equal the library's on 30 of 30 steps" in printed
     assert (vector_run / "export" / "policy.onnx").is_file()
-    assert json.loads((vector_run / "export" / "policy.json").read_text())["check"]["passed"]
+    assert json.loads((vector_run / "export" / "policy.onnx.json").read_text())["check"]["passed"]
 
 
 def test_cli_checks_on_the_replay(vector_run, tmp_path, capsys):
@@ -178,6 +178,24 @@ def test_cli_checks_on_the_replay(vector_run, tmp_path, capsys):
     args = ["export", "--logdir", str(run_dir), "--format", "torchscript", "--check-on", "replay"]
     assert main(args) == 0
     assert f"on 40 of 40 steps (2 episodes) of the replay {replay}" in capsys.readouterr().out
+
+
+def test_a_file_that_acts_otherwise_fails_the_check_and_is_removed(vector_run, tmp_path, monkeypatch, capsys):
+    from dreamrl.export import formats
+
+    real_load = formats.load
+
+    def off_by_one(*args):  # the file as written, its discrete actions shifted by one
+        run = real_load(*args)
+        return lambda feed: {**(out := run(feed)), "action": (out["action"] + 1) % 2}
+
+    monkeypatch.setattr(formats, "load", off_by_one)
+    out = tmp_path / "p.onnx"
+    assert main(["export", "--logdir", str(vector_run), "--format", "onnx", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "does not act as the library does" in err and "first differing step 0" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "p.onnx.json").exists()
 
 
 def test_export_refuses_a_run_dir_without_a_checkpoint(tmp_path, capsys):

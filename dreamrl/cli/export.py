@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     if out is not None and out.suffix == ".json":
         raise ConfigError(
-            f"--out {out}: the spec is written beside the policy as .json; name the policy file"
+            f"--out {out}: the spec goes beside the policy file (its name plus .json); name the policy file"
         )
     if args.check_steps < 1:
         raise ConfigError(f"--check-steps: {args.check_steps} is out of range; allowed: 1 or more")

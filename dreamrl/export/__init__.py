@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from dreamrl.export.graph import PolicyStep
 
 FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # of the policy file; its spec is .json
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # of the policy file; its spec adds .json
 CHECK_SOURCES = ("env", "replay")  # what the check's observations come from
 CHECK_STEPS = 300  # steps the check compares actions on, by default
 

@@ -27,8 +27,9 @@ class Exported:
 
 
 def spec_path_for(path: Path) -> Path:
-    """The spec's path beside policy file ``path``: ``policy.onnx`` -> ``policy.json``."""
-    return path.with_suffix(".json")
+    """The spec's path beside policy file ``path``: ``policy.onnx`` -> ``policy.onnx.json``
+    (the format's suffix kept, so an ONNX and a TorchScript file side by side keep theirs)."""
+    return path.with_name(path.name + ".json")
 
 
 def exportable(agent: Any) -> Any:
