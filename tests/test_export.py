@@ -23,9 +23,10 @@ from dreamrl.envs import make_env
 from dreamrl.export import export_policy
 from dreamrl.export.check import Recorded, compare, record_env
 from dreamrl.export.formats import load
-from dreamrl.export.graph import PolicyStep
+from dreamrl.export.graph import PolicyStep, state_name
 from dreamrl.run.checkpoint import save_checkpoint
 from dreamrl.rundir import RunDir
+from dreamrl.world_models.base import state_from_items, state_items
 
 pytest.importorskip("onnxruntime")
 
@@ -51,13 +52,12 @@ def make_run(run_dir: Path, task: str, *overrides: str) -> Path:
             # Centre the actor's logits on states it meets, so that no action dominates
             # whatever it sees (from pixels, the features barely move the noisy logits).
             states = record_env(agent, 30, seed=0).states
-            feat = torch.cat(
-                [
-                    torch.as_tensor(np.concatenate([s[k] for s in states])).flatten(1)
-                    for k in ("state_deter", "state_stoch")
-                ],
-                -1,
-            )
+            template = agent.wm.initial(1, "cpu")
+            visited = {
+                item: torch.as_tensor(np.concatenate([s[state_name(item)] for s in states]))
+                for item in state_items(template)
+            }
+            feat = agent.wm.features(state_from_items(template, visited))
             actor = agent.ac.actor
             actor.out.bias -= actor.out(actor.mlp(feat)).mean(0)
     run_dir.mkdir(parents=True)
@@ -154,6 +154,41 @@ def test_continuous_actions_and_a_batch_of_envs(tmp_path):
     library, _ = agent.policy({"vector": vectors, "is_first": np.ones(3, bool)}, None, deterministic=True)
     np.testing.assert_allclose(batched["action"], library, atol=1e-5)
     assert batched["env_action"].shape == (3, 1) and np.all(np.abs(batched["env_action"]) <= 2.0)
+
+
+@pytest.mark.parametrize("wm", ["decoderfree", "pixel"])
+def test_the_other_world_models_export_and_pass_the_check(wm, tmp_path):
+    agent = Agent.load(make_run(tmp_path / wm, "CartPole-v1", f"agent.wm={wm}"))
+    exported = export_policy(agent, "onnx", tmp_path / "p.onnx", check_steps=30)
+    assert exported.check is not None and exported.check.passed
+    state = {t["name"] for t in exported.spec["inputs"] if t["role"] == "state"}
+    # The pixel model's state is its frame stack; it never reads the previous action, which
+    # the file still takes, as the spec says.
+    assert state == (
+        {"state_vector", "state_prev_action"}
+        if wm == "pixel"
+        else {"state_deter", "state_stoch", "state_prev_action"}
+    )
+
+
+def test_a_bfloat16_compiled_run_is_exported_as_float32_eager(tmp_path):
+    run_dir = make_run(tmp_path / "bf16", "CartPole-v1")
+    config = json.loads(RunDir(run_dir).config.read_text())
+    agent = Agent.load(run_dir)
+    fast = Agent(
+        build_config(
+            ["debug"], {"task": "CartPole-v1", "compute.precision": "bfloat16", "compute.compile": True}
+        ),
+        agent.obs_space,
+        agent.act_space,
+        "cpu",
+        agent.obs_converter,
+        agent.act_converter,
+    )
+    fast.load_state_tensors(agent.state_tensors())
+    exported = export_policy(fast, "torchscript", tmp_path / "p.pt", check_steps=20)
+    assert exported.check is not None and exported.check.passed
+    assert config["compute"]["precision"] == "float32"  # the run itself is untouched
 
 
 def test_cli_export_writes_into_the_run_dir_and_prints_the_check(vector_run, capsys):
