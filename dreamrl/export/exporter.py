@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamrl.agents.dreamer import DreamerAgent
 from dreamrl.config import ConfigError, validate
 from dreamrl.config_tree import replace as replace_config
 from dreamrl.export import CHECK_SOURCES, CHECK_STEPS, check, formats
@@ -32,12 +33,10 @@ def spec_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def exportable(agent: Any) -> Any:
+def exportable(agent: Any) -> DreamerAgent:
     """``agent`` as the exported graph computes: float32, eager (no compiled kernels),
     on the CPU; a copy with the same weights when it is not already so. Raises
     :class:`ConfigError` for an agent whose acting the exporters cannot write."""
-    from dreamrl.agents.dreamer import DreamerAgent
-
     if not isinstance(agent, DreamerAgent):
         raise ConfigError(f"export writes DreamerV3 agents' policies, not a {type(agent).__name__}")
     if agent.config.agent.act != "actor":
@@ -108,7 +107,7 @@ def export_policy(
 
 
 def run_check(
-    agent: Any,
+    agent: DreamerAgent,
     step: PolicyStep,
     fmt: str,
     path: Path,
