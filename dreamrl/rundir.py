@@ -11,6 +11,7 @@ A run dir is what ``dreamrl train --logdir DIR`` writes::
     DIR/eval/eval-<step>.json        results of ``dreamrl eval``
     DIR/diagnostics/                 diagnose-<step>.json and its pictures
     DIR/whatif/                      counterfactuals of ``dreamrl whatif``
+    DIR/export/                      ``dreamrl export``'s policy files and their JSON specs
     DIR/report.html                  ``dreamrl report``'s page
     DIR/.lock                        locked by the process training the run, holding its PID
 
@@ -31,6 +32,7 @@ CHECKPOINTS = "checkpoints"
 EVALS = "eval"
 DIAGNOSTICS = "diagnostics"
 WHATIF = "whatif"
+EXPORTS = "export"
 REPORT = "report.html"
 LOCK = ".lock"  # held by the one process writing the run (dreamrl.run.lock)
 
@@ -127,6 +129,14 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / REPORT
+
+    @property
+    def exports(self) -> Path:
+        return self.path / EXPORTS
+
+    def exported_policy(self, suffix: str) -> Path:
+        """Where ``dreamrl export`` writes its policy file (``.onnx``, ``.pt``) by default."""
+        return self.exports / f"policy{suffix}"
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)

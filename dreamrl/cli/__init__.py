@@ -6,6 +6,7 @@
     dreamrl whatif --logdir DIR [--t T] [--horizon H] [--constant A | --actions a,... | --policy | --random]
     dreamrl report --logdir DIR [DIR ...] [--out FILE]
     dreamrl compare --env ID --agents dreamer,actor_real,... --seeds K --steps N --out DIR [key=value ...]
+    dreamrl export --logdir DIR --format onnx|torchscript [--out PATH] [--check-on env|replay]
     dreamrl bench --env ID [--preset NAME ...] [--train-steps N] [--profile N] [--json] [key=value ...]
     dreamrl check-env ID [--steps N] [--seed S] [--preset NAME ...] [--json] [key=value ...]
     dreamrl config [--env ID] [--preset NAME ...] [key=value ...]
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dreamrl.cli import bench, check_env, compare, diagnose, report, train, whatif
+from dreamrl.cli import bench, check_env, compare, diagnose, export, report, train, whatif
 from dreamrl.cli import config as config_command
 from dreamrl.cli import eval as eval_command
 from dreamrl.config import ConfigError
@@ -43,6 +44,7 @@ COMMANDS: dict[str, ModuleType] = {
     "compare": compare,
     "diagnose": diagnose,
     "whatif": whatif,
+    "export": export,
     "bench": bench,
     "check-env": check_env,
     "config": config_command,

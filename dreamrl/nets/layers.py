@@ -105,10 +105,9 @@ class _RMSNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
-        inv = torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
+        out, inv = _rms_norm_silu_forward(x, scale, eps)
         ctx.save_for_backward(x, inv, scale)
-        return F.silu(x32 * inv * scale).to(x.dtype)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -124,10 +123,23 @@ class _RMSNormSiLU(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_scale.to(scale.dtype), None
 
 
+def _rms_norm_silu_forward(
+    x: torch.Tensor, scale: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rms_norm_silu` of ``x [..., D]``, and the per-row inverse RMS ``[..., 1]``."""
+    x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+    inv = torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
+    return F.silu(x32 * inv * scale).to(x.dtype), inv
+
+
 def rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """``SiLU(x / RMS(x) * scale)`` over the last dimension ``[..., D]`` with ``scale [D]``,
     computed in float32 (or ``x``'s wider dtype) and returned in ``x``'s dtype; its
     backward pass keeps only ``x`` and one value per row (see :class:`_RMSNormSiLU`)."""
+    if torch.jit.is_tracing():
+        # Traced (dreamrl export), an autograd.Function is a Python call that a TorchScript
+        # file cannot hold: the same operations are traced instead (no backward is needed).
+        return _rms_norm_silu_forward(x, scale, eps)[0]
     out = _RMSNormSiLU.apply(x, scale, eps)
     assert isinstance(out, torch.Tensor)
     return out
