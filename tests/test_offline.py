@@ -184,6 +184,19 @@ def test_env_with_dataset_goes_on_online_with_the_dataset_kept(tmp_path, cartpol
     assert sum(len(e) for e in stored) >= dataset + 40 - 2 * LIMIT  # unfinished online episodes aside
 
 
+def test_an_offline_run_rerun_with_an_env_goes_on_online_from_the_trained_agent(tmp_path, cartpole_dataset):
+    run_dir = tmp_path / "run"
+    settings = {"run.updates": 2, "run.steps": 20, "run.eval_every": 0, "run.eval_eps": 1}
+    first, _ = offline(config(cartpole_dataset, **settings), run_dir)
+    assert first.state.env_steps == 0
+    online, out = offline(
+        config(cartpole_dataset, task="CartPole-v1", **{**settings, "offline.finetune": True}), run_dir
+    )
+    assert out.count("Resuming from ckpt-000000000000: 0 env steps, 2 updates") == 1
+    assert online.state.env_steps == 20 and online.updates > 2
+    assert online.state.dataset_steps == first.state.dataset_steps
+
+
 def test_the_cli_trains_from_a_dataset_and_eval_reads_the_run(tmp_path, cartpole_dataset, capsys):
     logdir = tmp_path / "run"
     args = ["train", "--dataset", str(cartpole_dataset), "--logdir", str(logdir), "--preset", "debug"]

@@ -50,7 +50,13 @@ from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.replay import CHUNK_NAME, Replay
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import release_free_memory
-from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_partial_saves, save_checkpoint
+from dreamrl.run.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_loop_state,
+    remove_partial_saves,
+    save_checkpoint,
+)
 from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import eval_seeds, evaluate
@@ -169,57 +175,12 @@ def train_offline(
         raise ConfigError("offline.dataset: no dataset given (dreamrl train --dataset ID_OR_PATH)")
     if not config.task and _saved_task(run_dir):
         config = dataclasses.replace(config, task=_saved_task(run_dir))  # as the CLI resumes
-    with contextlib.ExitStack() as held:
-        locked = run_dir.is_dir()
-        if locked:
-            held.enter_context(exclusive(run_dir))
-        ckpt = _find_checkpoint(run_dir, out)
-        dataset = open_dataset(config.offline.dataset, config) if ckpt is None else None
-        config, learner = _resolve_env(config, dataset, ckpt, make_env, out)
-        resumelib.check_config(run_dir, config)
-        if ckpt is not None:
-            resumelib.check_spaces(ckpt, learner.obs_space, learner.act_space)
-        spaces = replay_spaces(learner.obs_space, learner.act_space)
-        files = RunDir(run_dir)
-        plan: Plan | None = None
-        if dataset is not None:
-            plan = survey(dataset, spaces, config, files.replay, out, progress)
-        # Every check has passed: only now does anything get written.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not locked:
-            held.enter_context(exclusive(run_dir))
-        write_atomic(files.config, json.dumps(to_dict(config), indent=1))
-        for path in remove_partial_saves(run_dir):
-            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
-        agent = make_agent(
-            config,
-            learner.obs_space,
-            learner.act_space,
-            obs_converter=learner.obs_converter,
-            act_converter=learner.act_converter,
-        )
-        if plan is not None:
-            assert dataset is not None
-            _remove_chunks(files.replay)  # of an earlier start that never reached its checkpoint
-            replay = make_replay(config, spaces, files.replay, plan.held)
-            state = LoopState(dataset_steps=list(plan.held))
-            fill_replay(replay, dataset, plan, out, progress)
-            _save(run_dir, config, agent, replay, state)
-        else:
-            assert ckpt is not None
-            held_steps = LoopState.from_json(_loop_json(ckpt)).dataset_steps
-            replay = make_replay(config, spaces, files.replay, held_steps)
-            state = resumelib.restore_learner(ckpt, agent, replay, config.run.envs, out).state
-        if state.env_steps:
-            print(f"This run is past its offline training: it is at {state.env_steps:,} env steps.", file=out)
-        else:
-            _describe(config, agent, replay, out)
-            interrupt = held.enter_context(stop_on_signals())
-            parts = OfflineParts(agent, replay, make_logger(run_dir), make_env)
-            state = OfflineTrainer(config, run_dir, parts, hooks, state, out, progress, interrupt).run()
+    parts = Factories(make_env, make_agent, make_replay, make_logger, open_dataset)
+    config, state, agent = _learn_offline(config, run_dir, parts, hooks, out, progress)
     if not config.offline.finetune:
+        assert agent is not None
         return Trained(state, agent)
-    del agent, replay  # the online loop builds its own from the checkpoint just written
+    del agent  # the online loop builds its own from the checkpoint just written
     held_steps = state.dataset_steps
     return train(
         config,
@@ -234,10 +195,77 @@ def train_offline(
     )
 
 
-def _loop_json(ckpt: Path) -> dict[str, Any]:
-    from dreamrl.run.checkpoint import load_loop_state
+class Factories(NamedTuple):
+    """What :func:`train_offline` was handed to build its parts with."""
 
-    return load_loop_state(ckpt)
+    make_env: EnvMaker
+    make_agent: AgentMaker
+    make_replay: DatasetReplayMaker
+    make_logger: LoggerMaker
+    open_dataset: DatasetOpener
+
+
+def _learn_offline(
+    config: Config, run_dir: Path, parts: Factories, hooks: Hooks, out: TextIO, progress: bool
+) -> tuple[Config, LoopState, Agent | None]:
+    """Check, fill the replay (a fresh run) or restore (a resumed one), and train the
+    updates still owed. Returns the config with its env, the loop's counters, and the agent
+    (None when the offline part was done before and the run goes on online)."""
+    with contextlib.ExitStack() as held:
+        locked = run_dir.is_dir()
+        if locked:
+            held.enter_context(exclusive(run_dir))
+        ckpt = _find_checkpoint(run_dir, out)
+        dataset = parts.open_dataset(config.offline.dataset, config) if ckpt is None else None
+        config, learner = _resolve_env(config, dataset, ckpt, parts.make_env, out)
+        resumelib.check_config(run_dir, config)
+        saved = None if ckpt is None else LoopState.from_json(load_loop_state(ckpt))
+        if ckpt is not None:
+            resumelib.check_spaces(ckpt, learner.obs_space, learner.act_space)
+        done = saved is not None and (saved.env_steps > 0 or saved.offline_updates >= config.run.updates)
+        if done and config.offline.finetune:
+            assert saved is not None
+            return config, saved, None  # the online loop checks, writes and resumes for itself
+        spaces = replay_spaces(learner.obs_space, learner.act_space)
+        files = RunDir(run_dir)
+        plan = None if dataset is None else survey(dataset, spaces, config, files.replay, out, progress)
+        # Every check has passed: only now does anything get written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not locked:
+            held.enter_context(exclusive(run_dir))
+        write_atomic(files.config, json.dumps(to_dict(config), indent=1))
+        for path in remove_partial_saves(run_dir):
+            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
+        agent = parts.make_agent(
+            config,
+            learner.obs_space,
+            learner.act_space,
+            obs_converter=learner.obs_converter,
+            act_converter=learner.act_converter,
+        )
+        if plan is not None:
+            assert dataset is not None
+            _remove_chunks(files.replay)  # of an earlier start that never reached its checkpoint
+            replay = parts.make_replay(config, spaces, files.replay, plan.held)
+            state = LoopState(dataset_steps=list(plan.held))
+            fill_replay(replay, dataset, plan, out, progress)
+            _save(run_dir, config, agent, replay, state)
+        else:
+            assert ckpt is not None and saved is not None
+            replay = parts.make_replay(config, spaces, files.replay, saved.dataset_steps)
+            state = resumelib.restore_learner(ckpt, agent, replay, config.run.envs, out).state
+        if done:
+            print(
+                f"Offline training was done: {state.offline_updates:,} updates (run.updates="
+                f"{config.run.updates:,}); raise run.updates for more, or add --env ID to go on online.",
+                file=out,
+            )
+            return config, state, agent
+        _describe(config, agent, replay, out)
+        interrupt = held.enter_context(stop_on_signals())
+        loop = OfflineParts(agent, replay, parts.make_logger(run_dir), parts.make_env)
+        state = OfflineTrainer(config, run_dir, loop, hooks, state, out, progress, interrupt).run()
+        return config, state, agent
 
 
 def _resolve_env(
