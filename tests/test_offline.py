@@ -118,7 +118,17 @@ def test_a_replay_dir_trains_an_agent_offline_and_evaluates_it(tmp_path, cartpol
     # episodes whose start fell out of its replay are the only ones left out.
     held = sum(trained.state.dataset_steps)
     assert 0 < held <= 300
-    assert "Dataset " in out
+    # Each env's last episode was still running when the source stopped: it is read as
+    # truncated where the recording ends, and said so.
+    assert out.count("ended without is_last (cut off); read as truncated there") == 2
+
+
+def test_a_replay_dir_made_with_other_env_settings_is_refused_naming_them(tmp_path, cartpole_run):
+    cfg = config(cartpole_run, **{"env.pixels": True})
+    with pytest.raises(
+        ConfigError, match=r"observation key 'image' is \(absent\) in the dataset.*env\.pixels=False"
+    ):
+        offline(cfg, tmp_path / "run")
 
 
 def test_a_dataset_whose_spaces_do_not_fit_the_env_is_refused_naming_the_key(tmp_path, cartpole_dataset):

@@ -317,7 +317,7 @@ def survey(
     online = replay_capacity(config) if config.offline.finetune else 0
     check_fits(dataset.source, dataset.max_steps(), spaces, directory, online)
     found = Survey()
-    for episode in _progress(dataset.episodes(), dataset.max_steps(), "checking", out, progress):
+    for episode in _progress(dataset.episodes(), dataset.max_steps(), "Checking", out, progress):
         check_episode(episode, spaces)
         found.add(episode)
     for note in dataset.notes():
@@ -335,7 +335,9 @@ def survey(
 
 def _progress(episodes: Iterator[Any], total: int, what: str, out: TextIO, enabled: bool) -> Iterator[Any]:
     """``episodes`` as they come, with a progress line or bar of the steps gone through."""
-    bar = Progress(total, 0, enabled=enabled, out=out, unit=f"dataset steps {what}")
+    if enabled:
+        print(f"{what} the dataset's episodes...", file=out, flush=True)
+    bar = Progress(total, 0, enabled=enabled, out=out, unit="dataset steps")
     done = 0
     try:
         for episode in episodes:
@@ -350,7 +352,7 @@ def fill_replay(replay: Replay, dataset: Dataset, plan: Plan, out: TextIO, progr
     """Put every episode of ``dataset`` into the stream ``plan`` chose for it, and write
     the replay's chunk files."""
     count = 0
-    for i, episode in enumerate(_progress(dataset.episodes(), plan.survey.steps, "stored", out, progress)):
+    for i, episode in enumerate(_progress(dataset.episodes(), plan.survey.steps, "Storing", out, progress)):
         if i >= len(plan.streams) or len(episode) != plan.survey.lengths[i]:
             raise RunError(f"dataset {dataset.source} changed while it was read (at {episode.name})")
         replay.extend(plan.streams[i], episode.steps)
@@ -590,7 +592,9 @@ class OfflineTrainer:
             file=out,
         )
         split = time_split(self.busy_session, time.time() - self.session_start)
-        parts = ", ".join(f"{part} {100 * frac:.0f}%" for part, frac in split.items() if part != "env")
+        parts = ", ".join(
+            f"{part} {100 * frac:.0f}%" for part, frac in split.items() if part not in ("env", "act")
+        )
         print(f"Wall time of this session: {parts}.", file=out)
         run = RunDir(self.run_dir)
         print(f"Logs: {run.metrics} (TensorBoard: {run.tensorboard})", file=out)
