@@ -399,6 +399,11 @@ class RunConfig:
         "`dreamrl eval` reports without --stochastic.",
     )
     eval_every: int = _doc(10_000, "Env steps between evaluations (0: never during training).")
+    updates: int = _doc(
+        10_000,
+        "Updates of offline training on offline.dataset, taken before any env step (unused "
+        "without a dataset; docs/offline.md).",
+    )
     log_every: float = _doc(30.0, "Seconds between metric writes.")
     save_every: float = _doc(600.0, "Seconds between checkpoints (one is always written at the end).")
     keep_checkpoints: int = _doc(2, "Complete checkpoints kept on disk.")
@@ -409,6 +414,22 @@ class RunConfig:
         "creeps up; the next step faults its pages in again, which cost 0.25 s at size1m "
         "(docs/performance.md).",
     )
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    dataset: str = _doc(
+        "",
+        "A dataset to learn from with no env interaction (`dreamrl train --dataset`): a Minari "
+        "dataset id or directory, or a dreamrl run dir whose replay is read. '': none "
+        "(docs/offline.md).",
+    )
+    finetune: bool = _doc(
+        False,
+        "After the run.updates offline updates, go on training online in `task` for run.steps env "
+        "steps with the dataset kept in replay (`--env` beside `--dataset` sets it).",
+    )
+    eval_every: int = _doc(2_500, "Updates between evaluations during offline training (0: only at its end).")
 
 
 @dataclass(frozen=True)
@@ -504,6 +525,7 @@ class Config:
     presets: tuple[str, ...] = _doc((), "Presets applied, in order (recorded for the reader).")
     replay: ReplayConfig = _sub(ReplayConfig, "Replay buffer.")
     run: RunConfig = _sub(RunConfig, "Training loop.")
+    offline: OfflineConfig = _sub(OfflineConfig, "Learning from a dataset before (or instead of) env steps.")
     compute: ComputeConfig = _sub(ComputeConfig, "Device, precision, compiled kernels, threads.")
     env: EnvConfig = _sub(EnvConfig, "Environment construction.")
     agent: AgentConfig = _sub(AgentConfig, "The agent.")
@@ -610,6 +632,8 @@ def validate(config: Config) -> Config:
     _check(config.run.steps > 0, "run.steps", "a positive integer", config.run.steps)
     _check(config.run.eval_eps >= 0, "run.eval_eps", "0 or more", config.run.eval_eps)
     _check(config.run.eval_every >= 0, "run.eval_every", "0 or more", config.run.eval_every)
+    _check(config.run.updates >= 0, "run.updates", "0 or more", config.run.updates)
+    _check(config.offline.eval_every >= 0, "offline.eval_every", "0 or more", config.offline.eval_every)
     _check(config.run.eval_max_steps >= 0, "run.eval_max_steps", "0 or more", config.run.eval_max_steps)
     _check(config.compute.threads >= 0, "compute.threads", "0 or more", config.compute.threads)
     _check(config.compute.codec_chunk >= 0, "compute.codec_chunk", "0 or more", config.compute.codec_chunk)

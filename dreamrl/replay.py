@@ -41,7 +41,7 @@ def step_bytes(spaces: Mapping[str, Space]) -> int:
     return sum(int(np.dtype(s.dtype).itemsize) * s.size for s in spaces.values())
 
 
-def _available_ram() -> int | None:
+def available_ram() -> int | None:
     """MemAvailable from /proc/meminfo (bytes), or None where there is none."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -61,7 +61,7 @@ def check_capacity(spaces: Mapping[str, Space], capacity: int, directory: Path) 
     per_step = step_bytes(spaces)
     need = per_step * capacity
     gb = 1024**3
-    ram = _available_ram()
+    ram = available_ram()
     if ram is not None and need > ram:
         fits = ram // max(per_step, 1)
         raise ConfigError(
@@ -138,6 +138,19 @@ class Replay:
         if self.online:
             for s in np.flatnonzero(self.count % self.length == 0):
                 self.queue.append((int(s), int(self.count[s]) - self.length))
+        if self.directory:
+            self.flush(force=False)
+
+    def extend(self, stream: int, steps: Mapping[str, np.ndarray]) -> None:
+        """Append a stretch of steps ``{key: [T, ...]}`` to one stream: a dataset's
+        episodes, never queued for online training. ``T`` may not exceed the ring."""
+        length = len(steps["is_first"])
+        if length > self.slots:
+            raise ValueError(f"{length:,} steps do not fit in a ring of {self.slots:,}")
+        idx = np.arange(self.count[stream], self.count[stream] + length) % self.slots
+        for key, array in self.data.items():
+            array[stream, idx] = steps[key]
+        self.count[stream] += length
         if self.directory:
             self.flush(force=False)
 

@@ -18,6 +18,12 @@ from dreamrl.rundir import RunDir
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser("train", help="train an agent (rerun to resume)")
     p.add_argument("--logdir", required=True, type=Path, help="run directory")
+    p.add_argument(
+        "--dataset",
+        metavar="ID_OR_PATH",
+        help="learn from a Minari dataset (id or directory) or a dreamrl run dir's replay first, "
+        "for run.updates updates with no env step; with --env, then go on online (docs/offline.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     config_args(p)
     return p
@@ -32,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     saved_path = RunDir(args.logdir).config
     if saved_path.exists():
         saved = cfglib.from_dict(json.loads(saved_path.read_text()))
+    if args.dataset:
+        args.overrides = [f"offline.dataset={args.dataset}", *args.overrides]
+        if args.env and not any(o.startswith("offline.finetune=") for o in args.overrides):
+            args.overrides.append("offline.finetune=true")
     config = resolve(args, saved)
     check_config(args.logdir, config)
     for warning in cfglib.warnings_for(config):
@@ -42,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         for line in explain_choices(config, auto[0]):
             print(line)
     train = trainer_for(config)
+    if config.offline.dataset:  # a dataset comes first, whatever follows online
+        from dreamrl.run.offline import trainer_for_dataset
+
+        train = trainer_for_dataset(config)
     train(config, args.logdir, hooks=training_hooks(config, args.logdir), progress=not args.no_progress)
     return 0
 

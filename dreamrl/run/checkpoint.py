@@ -32,6 +32,7 @@ from dreamrl.rundir import (
 )
 
 FORMAT = 1  # checkpoint layout version; readers refuse newer ones
+SET_ASIDE = "-replaced"  # suffix of a checkpoint set aside while its step is saved again
 T = TypeVar("T")
 
 
@@ -65,7 +66,21 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         m = CHECKPOINT_NAME.match(path.name)
         if m and path.is_dir():
             out.append((int(m[1]), path))
+        step = _set_aside_step(path)
+        if step is not None:
+            out.append((step, path))
     return sorted(out)
+
+
+def _set_aside_step(path: Path) -> int | None:
+    """The step of a checkpoint that :func:`_replace_dir` set aside and whose replacement
+    never arrived (a crash between its two renames); None for any other path."""
+    name = path.name
+    if not (name.startswith(PARTIAL_CHECKPOINT_PREFIX) and name.endswith(SET_ASIDE)):
+        return None
+    original = path.with_name(name.removeprefix(PARTIAL_CHECKPOINT_PREFIX).removesuffix(SET_ASIDE))
+    m = CHECKPOINT_NAME.match(original.name)
+    return int(m[1]) if m and path.is_dir() and not original.exists() else None
 
 
 def remove_partial_saves(run_dir: Path) -> list[Path]:
@@ -74,6 +89,8 @@ def remove_partial_saves(run_dir: Path) -> list[Path]:
     removed = []
     if root.is_dir():
         for path in root.iterdir():
+            if _set_aside_step(path) is not None:
+                continue  # its replacement never arrived: it is still the checkpoint of its step
             if path.name.startswith(PARTIAL_CHECKPOINT_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
@@ -109,9 +126,7 @@ def save_checkpoint(
 
             save_file({k: v.contiguous().cpu() for k, v in extra.items()}, str(tmp / LOOP_TENSORS))
         write_manifest(tmp, step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        _replace_dir(tmp, final)
         _fsync_dir(root)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,6 +140,21 @@ def save_checkpoint(
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Rename ``new`` to ``final``. A checkpoint already there (the same step saved again:
+    training from a dataset takes no env step) is first set aside under another name
+    and deleted only after; until then :func:`list_checkpoints` lists it under its step."""
+    if not final.exists():
+        os.rename(new, final)
+        return
+    aside = final.parent / f"{PARTIAL_CHECKPOINT_PREFIX}{final.name}{SET_ASIDE}"
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.rename(final, aside)
+    os.rename(new, final)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_manifest(directory: Path, step: int | None = None) -> None:

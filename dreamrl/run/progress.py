@@ -9,7 +9,8 @@ from typing import Any, TextIO
 
 
 class Progress:
-    """Env steps, steps per second, latest episode return and latest eval return."""
+    """Env steps (or another ``unit``: offline training counts updates), their rate,
+    latest episode return and latest eval return."""
 
     def __init__(
         self,
@@ -18,8 +19,10 @@ class Progress:
         enabled: bool = True,
         out: TextIO = sys.stdout,
         line_every: float = 30.0,
+        unit: str = "env steps",
     ):
         self.out = out
+        self.unit = unit
         self.enabled = enabled
         self.total = total
         self.line_every = line_every
@@ -32,7 +35,7 @@ class Progress:
             self._bar = tqdm(
                 total=total,
                 initial=initial,
-                unit="step",
+                unit=unit.split()[-1].removesuffix("s"),
                 unit_scale=True,
                 dynamic_ncols=True,
                 mininterval=0.5,
@@ -52,7 +55,7 @@ class Progress:
             rate = (steps - self._last_steps) / (now - self._last_line)
             pct = 100 * steps / self.total
             print(
-                f"[{pct:5.1f}%] {steps:,}/{self.total:,} env steps, {rate:.1f} steps/s, "
+                f"[{pct:5.1f}%] {steps:,}/{self.total:,} {self.unit}, {rate:.1f} {self.unit.split()[-1]}/s, "
                 f"return {post['return']}, eval {post['eval']}",
                 file=self.out,
                 flush=True,

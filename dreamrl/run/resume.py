@@ -55,6 +55,9 @@ RESUMABLE = (
     "run.env_failure_rate",
     "run.env_failure_window",
     "run.skip_limit",
+    "run.updates",
+    "offline.finetune",
+    "offline.eval_every",
 )
 
 
@@ -164,11 +167,19 @@ class Resumed:
 
 def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO) -> Resumed:
     """Bring ``agent``, ``replay`` and the envs of ``pool`` back to checkpoint ``ckpt``."""
+    resumed = restore_learner(ckpt, agent, replay, pool.size, out)
+    _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt), out)
+    return resumed
+
+
+def restore_learner(ckpt: Path, agent: Agent, replay: Replay, envs: int, out: TextIO) -> Resumed:
+    """Bring ``agent``, ``replay`` and the loop's counters back to checkpoint ``ckpt``, and
+    nothing of the envs: all that training without them (from a dataset) needs."""
     from safetensors.torch import load_file
 
     meta = json.loads((ckpt / AGENT_META).read_text())
     agent.restore(load_file(str(ckpt / AGENT_WEIGHTS)), meta)
-    resumed = Resumed.fresh(pool.size, LoopState.from_json(load_loop_state(ckpt)))
+    resumed = Resumed.fresh(envs, LoopState.from_json(load_loop_state(ckpt)))
     state = resumed.state
     loaded = replay.load(until=state.replay.get("count"))
     replay.restore(state.replay)
@@ -181,7 +192,6 @@ def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO
         print(f"Discarded {replay.dropped_chunks} replay chunk(s) written after that checkpoint.", file=out)
     for problem in replay.bad_chunks:
         print(f"warning: skipped a damaged replay chunk: {problem}", file=out)
-    _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt), out)
     return resumed
 
 

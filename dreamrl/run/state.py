@@ -22,6 +22,12 @@ class LoopState:
     last_return: float = float("nan")
     last_eval_return: float = float("nan")
     env_episodes: list[int] = field(default_factory=list)  # episodes started per env
+    # Training from a dataset before any env step (dreamrl.run.offline): the updates it
+    # attempted (applied or skipped), how many it had attempted at its last evaluation,
+    # and the dataset's steps in each replay stream.
+    offline_updates: int = 0
+    offline_last_eval: int = 0
+    dataset_steps: list[int] = field(default_factory=list)
     replay: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -129,12 +129,13 @@ def make_replay(config: Config, spaces: dict[str, Space], directory: Path) -> Re
 
 def updates_due(state: LoopState, updates: int, config: Config) -> int:
     """Train steps owed so that replayed steps / env steps tracks ``train_ratio``, with
-    ``updates`` applied so far (skipped ones count as done: they were attempted)."""
+    ``updates`` applied so far (skipped ones count as done: they were attempted; those of
+    offline training before the first env step are not owed by env steps)."""
     if state.train_start < 0:
         return 0
     per_step = config.run.train_ratio / (config.batch_size * config.batch_length)
     owed = 1 + math.floor((state.env_steps - state.train_start) * per_step)
-    return max(0, owed - updates - state.skipped_updates)
+    return max(0, owed - updates - state.skipped_updates + state.offline_updates)
 
 
 def replay_capacity(config: Config) -> int:
