@@ -22,6 +22,7 @@ class LoopState:
     last_return: float = float("nan")
     last_eval_return: float = float("nan")
     env_episodes: list[int] = field(default_factory=list)  # episodes started per env
+    ranks: int = 1  # processes training the run together (data parallel); env_steps counts all of theirs
     replay: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
