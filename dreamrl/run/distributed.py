@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -303,12 +304,19 @@ class Ranks:
         try:
             yield
         except RuntimeError as e:  # DistBackendError, DistNetworkError, a timeout: all RuntimeErrors
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = _first_sentence(str(e)) or type(e).__name__
             raise RankLostError(
                 f"{what} with the other ranks failed ({first}); "
                 "another rank stopped or hung (its own error says which and why). Rerun the same "
                 "command to resume from the newest checkpoint."
             ) from None
+
+
+def _first_sentence(message: str) -> str:
+    """A backend's error without its source location (``[.../pair.cc:553] ``) and advice."""
+    lines = message.strip().splitlines()
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else ""
+    return text.split(". ")[0]
 
 
 def _buckets(tensors: Sequence[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:

@@ -21,6 +21,7 @@ ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"  # set by torchrun for each process i
 INTERRUPTED = 130  # the status of a rank stopped by a signal after saving (and of the CLI then)
 CONFIG_ERROR = 2  # the CLI's status for a configuration refused
 NO_ERROR_FILE = "<N/A>"  # torchrun's error_file of a process that recorded none
+LOST = "RankLostError:"  # how a rank that lost contact with a failed one records its error
 
 
 def launch(ranks: int, argv: Sequence[str]) -> int:
@@ -49,23 +50,26 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
 
 
 def failure_summary(failures: dict[int, Any]) -> str:
-    """One line naming each failed rank (``{rank: ProcessFailure}``) and how it ended."""
-    parts = []
+    """One line naming each failed rank (``{rank: ProcessFailure}``) and how it ended: first
+    those that stopped on their own, then those that stopped because they lost them."""
+    causes, followers = [], []
     for rank, failure in sorted(failures.items()):
+        message = failure.message
+        if isinstance(message, dict):  # written by recorded_errors: {"message": ..., "extraInfo": ...}
+            message = message.get("message", "")
         if failure.exitcode < 0:
-            how = f"was killed by {failure.signal_name()}"
+            causes.append(f"rank {rank} (PID {failure.pid}) was killed by {failure.signal_name()}")
+        elif str(message).startswith(LOST):
+            followers.append(str(rank))
         else:
-            how = f"stopped with exit status {failure.exitcode}"
-            message = failure.message
-            if isinstance(message, dict):  # written by recorded_errors: {"message": ..., "extraInfo": ...}
-                message = message.get("message", "")
+            how = f"rank {rank} (PID {failure.pid}) stopped with exit status {failure.exitcode}"
             if message and failure.error_file != NO_ERROR_FILE:
-                how += f": {message}"
-        parts.append(f"rank {rank} (PID {failure.pid}) {how}")
-    return (
-        "; ".join(parts)
-        + ". torchrun stopped the other ranks; rerun the same command to resume from the newest checkpoint."
-    )
+                how += f" ({message})"
+            causes.append(how)
+    said = "; ".join(causes) or "a rank stopped"
+    if followers:
+        said += f"; rank{'s' * (len(followers) > 1)} {', '.join(followers)} then lost contact and stopped"
+    return f"{said}. Rerun the same command to resume from the newest checkpoint."
 
 
 @contextlib.contextmanager
