@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import ddp_update
 from safetensors.torch import load_file
 
 from dreamrl.agent import Agent
@@ -27,7 +26,10 @@ from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.distributed import Ranks, _buckets
 from dreamrl.run.launch import failure_summary
 
+from fixtures import ddp_update
+
 ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 STEPS = 240  # training starts at 128 env steps of the two ranks together (64 each hold a batch)
 TRAIN = [
     "train",
@@ -79,8 +81,7 @@ def newest(logdir: Path) -> Path:
 
 def test_two_ranks_apply_the_update_of_one_process_on_both_batches(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-        + ["-m", "fixtures.ddp_update", str(tmp_path)],
+        [*TORCHRUN, "-m", "fixtures.ddp_update", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -178,14 +179,15 @@ def test_another_number_of_ranks_is_refused_before_anything_is_written(two_ranks
     before = {p: p.stat().st_mtime_ns for p in one.rglob("*") if p.is_file()}
     same = ["train", "--env", "CartPole-v1", "--logdir", str(one), "--preset", "debug", "--steps", "300"]
     same += ["run.eval_every=150", "run.eval_eps=2", "run.log_every=0", "compute.threads=1", "--ranks", "2"]
-    proc = subprocess.run([sys.executable, "-m", "dreamrl", *same], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "dreamrl", *same], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "was trained by 1 rank " in proc.stderr and "this job has 2" in proc.stderr
     assert before == {p: p.stat().st_mtime_ns for p in one.rglob("*") if p.is_file()}
 
 
 def test_each_rank_steps_envs_of_its_own_seeds(two_ranks):
-    seeds = {episode_seed(0, TRAIN_STREAM, Ranks(rank, 2).first_env(2) + i, 0) for rank in (0, 1) for i in (0, 1)}
+    first_envs = [Ranks(rank, 2).first_env(2) for rank in (0, 1)]
+    seeds = {episode_seed(0, TRAIN_STREAM, first + i, 0) for first in first_envs for i in (0, 1)}
     assert len(seeds) == 4
     shards = [two_ranks / "replay", two_ranks / "replay" / "rank-1"]
     firsts = []
