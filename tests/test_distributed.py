@@ -215,6 +215,8 @@ def test_the_failure_summary_names_the_rank_that_died_first():
 
     lost = {"message": "RankLostError: all_reduce with the other ranks failed", "extraInfo": {}}
     line = failure_summary({0: Failure(10, 1, lost, "/tmp/e0"), 1: Failure(11, -9, "", "<N/A>")})
-    assert line.startswith("rank 1 (PID 11) was killed by SIGKILL; rank 0 then lost contact")
-    line = failure_summary({1: Failure(11, 1, {"message": "RunError: reward is not finite"}, "/tmp/e1")})
-    assert "rank 1 (PID 11) stopped with exit status 1 (RunError: reward is not finite)" in line
+    assert line.startswith("rank 1 (PID 11) was killed by SIGKILL; rank 0 then stopped with it")
+    error = {"message": "RunError: reward is not finite"}
+    line = failure_summary({0: Failure(10, -15, "", "<N/A>"), 1: Failure(11, 1, error, "/tmp/e1")})
+    assert line.startswith("rank 1 (PID 11) stopped with exit status 1 (RunError: reward is not finite)")
+    assert "; rank 0 then stopped with it" in line

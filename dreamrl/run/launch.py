@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -51,13 +52,16 @@ def launch(ranks: int, argv: Sequence[str]) -> int:
 
 def failure_summary(failures: dict[int, Any]) -> str:
     """One line naming each failed rank (``{rank: ProcessFailure}``) and how it ended: first
-    those that stopped on their own, then those that stopped because they lost them."""
+    those that stopped on their own, then those that stopped because of them (they lost
+    contact, or torchrun sent them SIGTERM to stop the job)."""
     causes, followers = [], []
     for rank, failure in sorted(failures.items()):
         message = failure.message
         if isinstance(message, dict):  # written by recorded_errors: {"message": ..., "extraInfo": ...}
             message = message.get("message", "")
-        if failure.exitcode < 0:
+        if failure.exitcode == -signal.SIGTERM:  # torchrun's own, to stop the others
+            followers.append(str(rank))
+        elif failure.exitcode < 0:
             causes.append(f"rank {rank} (PID {failure.pid}) was killed by {failure.signal_name()}")
         elif str(message).startswith(LOST):
             followers.append(str(rank))
@@ -68,7 +72,7 @@ def failure_summary(failures: dict[int, Any]) -> str:
             causes.append(how)
     said = "; ".join(causes) or "a rank stopped"
     if followers:
-        said += f"; rank{'s' * (len(followers) > 1)} {', '.join(followers)} then lost contact and stopped"
+        said += f"; rank{'s' * (len(followers) > 1)} {', '.join(followers)} then stopped with it"
     return f"{said}. Rerun the same command to resume from the newest checkpoint."
 
 
