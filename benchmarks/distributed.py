@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamrl.config import build_config, parse_overrides
+from dreamrl.devices import resolve_device
 
 
 def records(run_dir: Path, since_step: int) -> list[dict[str, Any]]:
@@ -66,38 +67,45 @@ def figures(run_dir: Path, since_step: int, ranks: int, batch: int, length: int)
     }
 
 
-def transfer_worker(numel: int, repeats: int) -> None:
+def transfer_worker(numel: int, repeats: int, backend: str) -> None:
     """In a process torchrun started: time ``repeats`` all-reduces of ``numel`` float32s,
     each after a barrier; rank 0 prints the median in ms."""
+    import os
     import time
 
     import torch
     import torch.distributed as dist
 
-    dist.init_process_group("gloo")
-    buffer = torch.zeros(numel)
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend)
+    buffer = torch.zeros(numel, device=device)
     seconds = []
     for _ in range(repeats):
         dist.barrier()
         start = time.perf_counter()
         dist.all_reduce(buffer)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     if dist.get_rank() == 0:
         print(f"{1000 * sorted(seconds)[len(seconds) // 2]:.3f}")
     dist.destroy_process_group()
 
 
-def transfer_ms(numel: int, ranks: int, repeats: int = 50) -> float:
+def transfer_ms(numel: int, ranks: int, backend: str, repeats: int = 50) -> float:
     """The median all-reduce time of ``numel`` float32s between ``ranks`` processes."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-    command += [__file__, "--transfer-worker", str(numel), str(repeats)]
+    command += [__file__, "--transfer-worker", str(numel), str(repeats), backend]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
 
 def main() -> int:
     if sys.argv[1:2] == ["--transfer-worker"]:
-        transfer_worker(int(sys.argv[2]), int(sys.argv[3]))
+        transfer_worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
         return 0
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -134,7 +142,8 @@ def main() -> int:
                 from dreamrl.agent import Agent
 
                 params = Agent.load(run_dir).param_count()
-                rows[-1]["transfer_ms"] = transfer_ms(params, ranks)
+                backend = "nccl" if resolve_device(config.compute.device).type == "cuda" else "gloo"
+                rows[-1]["transfer_ms"] = transfer_ms(params, ranks, backend)
                 rows[-1]["params"] = params
     if args.json:
         for row in rows:
