@@ -6,8 +6,11 @@ A run dir is what ``dreamrl train --logdir DIR`` writes::
     DIR/metrics.jsonl                one JSON object a line, each with ``step``
     DIR/tb/                          the same metrics for TensorBoard
     DIR/replay/                      replay chunks, ``{stream}-{start}-{length}.npz``
+    DIR/replay/rank-<r>/             rank r's replay shard and its lock (``--ranks N``, r >= 1)
     DIR/checkpoints/ckpt-<step>/     agent.json, agent.safetensors, loop.json,
-                                     loop.safetensors, manifest.json (written last)
+                                     loop.safetensors, manifest.json (written last);
+                                     from N ranks also loop-rank<r>.json and
+                                     loop-rank<r>.safetensors for r = 1 .. N-1
     DIR/eval/eval-<step>.json        results of ``dreamrl eval``
     DIR/diagnostics/                 diagnose-<step>.json and its pictures
     DIR/whatif/                      counterfactuals of ``dreamrl whatif``
@@ -43,6 +46,17 @@ AGENT_WEIGHTS = "agent.safetensors"
 LOOP_STATE = "loop.json"
 LOOP_TENSORS = "loop.safetensors"
 MANIFEST = "manifest.json"
+
+
+def rank_loop_state(rank: int) -> str:
+    """The checkpoint file of rank ``rank``'s loop counters (rank 0's is :data:`LOOP_STATE`)."""
+    return LOOP_STATE if rank == 0 else f"loop-rank{rank}.json"
+
+
+def rank_loop_tensors(rank: int) -> str:
+    """The checkpoint file of rank ``rank``'s policy state and random generators (rank 0's
+    policy state is :data:`LOOP_TENSORS`, its generators are in :data:`AGENT_WEIGHTS`)."""
+    return LOOP_TENSORS if rank == 0 else f"loop-rank{rank}.safetensors"
 
 
 # Results written beside the run, named by the env step of the checkpoint they come from.
@@ -109,6 +123,15 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.path / LOCK
+
+    def replay_shard(self, rank: int) -> Path:
+        """Rank ``rank``'s replay directory: :attr:`replay` for rank 0 (so that a run of one
+        rank is laid out as any other), ``replay/rank-<r>`` for the others."""
+        return self.replay if rank == 0 else self.replay / f"rank-{rank}"
+
+    def shard_lock(self, rank: int) -> Path:
+        """Locked by rank ``rank`` >= 1 while it trains, as :attr:`lock` is by rank 0."""
+        return self.replay_shard(rank) / LOCK
 
     @property
     def checkpoints(self) -> Path:

@@ -83,3 +83,46 @@ class Agent(Protocol):
     def select_rows(self, state: Any, rows: torch.Tensor) -> Any:
         """The state of the envs ``rows`` only (evaluation drops envs that finished)."""
         ...
+
+
+class Replica(Protocol):
+    """What a data-parallel agent asks of the ranks it trains with
+    (:class:`dreamrl.run.distributed.Ranks` implements it)."""
+
+    rank: int  # 0 .. size - 1
+    size: int
+
+    def average_gradients(self, params: list[torch.Tensor], finite: bool) -> bool:
+        """Replace every parameter's gradient by its mean over the ranks; ``finite`` says
+        whether this rank's loss was. Returns whether every rank's was (if not, every rank
+        skips the update). Every rank calls it once per update, whatever its loss."""
+        ...
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``x`` ``[N, ...]`` concatenated in rank order ``[size * N, ...]``."""
+        ...
+
+    def broadcast(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's."""
+        ...
+
+
+@runtime_checkable
+class DataParallel(Protocol):
+    """An agent that can train as one of several replicas, one per rank, that see
+    different batches and apply the same averaged update (``dreamrl train --ranks N``)."""
+
+    def join_ranks(self, replica: Replica) -> None:
+        """Become replica ``replica.rank``: take rank 0's weights, draw from random streams
+        of this rank's own, and average gradients (and whatever batch statistics the
+        update uses) over the ranks from now on."""
+        ...
+
+    def replica_tensors(self) -> dict[str, torch.Tensor]:
+        """The state that differs between replicas (random generators), for this rank's
+        part of a checkpoint; what :meth:`Agent.save` writes is rank 0's."""
+        ...
+
+    def restore_replica(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Take back what :meth:`replica_tensors` gave."""
+        ...

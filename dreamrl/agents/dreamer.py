@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
 from dreamrl import __version__
-from dreamrl.agents.base import TrainResult
+from dreamrl.agents.base import Replica, TrainResult
 from dreamrl.behaviors.actor_critic import (
     ActorCritic,
     Imagined,
@@ -117,6 +117,7 @@ class DreamerAgent:
         # agent.act=mpc: act by planning in the world model instead of with the actor.
         self.planner = DreamerPlanModel(self.wm, self.ac) if cfg.act == "mpc" else None
         self.plan_stats = PlanStats()
+        self.replica: Replica | None = None  # set by join_ranks: data-parallel training
 
     # ------------------------------------------------------------------ sizes
 
@@ -176,6 +177,7 @@ class DreamerAgent:
                 self.ac.critic,
                 self.ac.retnorm.current(),
                 cfg,
+                gather=self.replica.gather if self.replica else None,
             )
         losses.update(imag.losses)
         metrics.update(imag.metrics)
@@ -268,11 +270,21 @@ class DreamerAgent:
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())
         assert isinstance(total, torch.Tensor)
         self.opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(total):
+        finite = bool(torch.isfinite(total))
+        if finite:
+            with record_function("backward"):
+                total.backward()
+        if self.replica is not None:  # every rank takes part, whatever its loss: they skip together
+            with record_function("allreduce"):
+                everywhere = self.replica.average_gradients(self.opt.param_groups[0]["params"], finite)
+        else:
+            everywhere = finite
+        if not finite:
             bad = tuple(k for k, v in losses.items() if not torch.isfinite(v).all()) or ("total",)
             return TrainResult({"train/skipped": 1.0}, bad)
-        with record_function("backward"):
-            total.backward()
+        if not everywhere:
+            self.opt.zero_grad(set_to_none=True)
+            return TrainResult({"train/skipped": 1.0}, ("loss on another rank",))
         grads = [p.grad for p in self.opt.param_groups[0]["params"] if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if not torch.isfinite(grad_norm):
@@ -293,6 +305,28 @@ class DreamerAgent:
         result["train/updates"] = float(self.updates)
         result["train/skipped"] = 0.0
         return TrainResult(result)
+
+    # ------------------------------------------------------------------ data parallel
+
+    def join_ranks(self, replica: Replica) -> None:
+        """Train as replica ``replica.rank`` of ``replica.size`` (see
+        :class:`dreamrl.agents.base.DataParallel`): rank 0's weights, generators seeded for
+        this rank (rank 0 keeps the run's, so one rank trains as one process does),
+        gradients and the return percentiles taken over every rank's batch."""
+        self.replica = replica
+        replica.broadcast([t for m in self.modules.values() for t in m.state_dict().values()])
+        if replica.rank:
+            seeds = np.random.SeedSequence([self.config.seed, replica.rank]).generate_state(2)
+            self.train_gen.manual_seed(int(seeds[0]))
+            self.act_gen.manual_seed(int(seeds[1]))
+
+    def replica_tensors(self) -> dict[str, torch.Tensor]:
+        """This replica's random generators (everything else is the same on every rank)."""
+        return {"rng.train": self.train_gen.get_state(), "rng.act": self.act_gen.get_state()}
+
+    def restore_replica(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.train_gen.set_state(tensors["rng.train"])
+        self.act_gen.set_state(tensors["rng.act"])
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """The context the agent's forward passes run in for ``compute.precision``."""

@@ -10,6 +10,7 @@ loss on replayed trajectories bootstrapped from the imagined returns.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -138,6 +139,7 @@ def imag_loss(
     critic: TwoHotHead,
     return_stats: ReturnStats,
     cfg: AgentConfig,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ImagLoss:
     """Actor and critic losses on imagined trajectories; pure (nothing is updated).
 
@@ -145,7 +147,10 @@ def imag_loss(
     ``value_logits`` and ``slow_logits`` ``[N, H+1, bins]`` are the critic's and the
     slow critic's outputs there. As in the paper, advantages are divided by the scale of
     the return statistics *after* this batch's returns are taken in; those statistics
-    come back for the caller to keep once the update has been found finite.
+    come back for the caller to keep once the update has been found finite. In
+    data-parallel training ``gather`` gives every rank's returns ``[ranks * N, H]``, so that
+    the percentiles are those of all the ranks' batches together, as one process would
+    take them.
     """
     lcfg = cfg.imag_loss
     with torch.no_grad():
@@ -160,7 +165,7 @@ def imag_loss(
             last = traj.last.float()
             weight = 1 - last
         ret = lambda_return(last, 1 - traj.cont, traj.reward, tarval, disc, lcfg.lam)
-        new_stats = advance_return_stats(return_stats, ret, cfg.retnorm)
+        new_stats = advance_return_stats(return_stats, gather(ret) if gather else ret, cfg.retnorm)
         scale = return_scale(new_stats, cfg.retnorm)
         adv = (ret - tarval[:, :-1]) / scale
     logpi = policy.logp(traj.action)[:, :-1]

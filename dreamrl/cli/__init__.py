@@ -74,22 +74,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             p.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --ranks N` starts itself again
     from dreamrl.run.allocator import tune_allocator
+    from dreamrl.run.distributed import rank_prefix
 
     tune_allocator()
+    error = f"{rank_prefix()}error"  # in a data-parallel job, which rank says it
     try:
         return int(COMMANDS[args.command].run(args))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{error}: {e}", file=sys.stderr)
         return 2
     except EnvError as e:
-        print(f"error: the run stopped because an environment kept failing: {e}", file=sys.stderr)
+        print(f"{error}: the run stopped because an environment kept failing: {e}", file=sys.stderr)
         return 1
     except (RunError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{error}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{rank_prefix()}interrupted", file=sys.stderr)
         return 130
 
 

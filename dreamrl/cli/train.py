@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from dreamrl import config as cfglib
 from dreamrl.cli.common import config_args, resolve, set_threads
-from dreamrl.config import Config
+from dreamrl.config import Config, ConfigError
 from dreamrl.presets import DEMO_RESULT, SIZE_NAMES
 from dreamrl.rundir import RunDir
 
@@ -25,13 +27,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "for run.updates updates with no env step; with --env, then go on online (docs/offline.md)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument(
+        "--ranks",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes of this machine (started by torchrun; docs/distributed.md)",
+    )
     config_args(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from dreamrl.agents import trainer_for
-    from dreamrl.diagnostics.hook import training_hooks
+    from dreamrl.run.distributed import launched_ranks
     from dreamrl.run.resume import check_config
 
     saved = None
@@ -44,11 +52,19 @@ def run(args: argparse.Namespace) -> int:
             args.overrides.append("offline.finetune=true")
     config = resolve(args, saved)
     check_config(args.logdir, config)
-    for warning in cfglib.warnings_for(config):
-        print(f"warning: {warning}", file=sys.stderr)
+    ranks = job_ranks(args.ranks, launched_ranks())
+    check_run_ranks(args.logdir, ranks)
+    if ranks > 1 and launched_ranks() == 1:  # start the job's processes; each comes back here
+        from dreamrl.run.launch import launch
+
+        return launch(ranks, args.argv)
+    first = int(os.environ.get("RANK", "0")) == 0
+    if first:
+        for warning in cfglib.warnings_for(config):
+            print(f"warning: {warning}", file=sys.stderr)
     set_threads(config)
     auto = [p for p in config.presets if p in SIZE_NAMES and p not in args.preset]
-    if auto and saved is None:
+    if auto and saved is None and first:
         for line in explain_choices(config, auto[0]):
             print(line)
     train = trainer_for(config)
@@ -56,8 +72,64 @@ def run(args: argparse.Namespace) -> int:
         from dreamrl.run.offline import trainer_for_dataset
 
         train = trainer_for_dataset(config)
-    train(config, args.logdir, hooks=training_hooks(config, args.logdir), progress=not args.no_progress)
+    if ranks == 1:
+        train(config, args.logdir, hooks=_hooks(config, args.logdir), progress=not args.no_progress)
+        return 0
+    if "ranks" not in inspect.signature(train).parameters:
+        what = "training from a dataset" if config.offline.dataset else f"agent.kind={config.agent.kind!r}"
+        raise ConfigError(f"{what} trains in one process only; --ranks {ranks} needs dreamer's online loop")
+    _train_as_rank(train, config, args)
     return 0
+
+
+def _hooks(config: Config, logdir: Path) -> Any:
+    from dreamrl.diagnostics.hook import training_hooks
+
+    return training_hooks(config, logdir)
+
+
+def _train_as_rank(train: Any, config: Config, args: argparse.Namespace) -> None:
+    """One rank's part of a data-parallel job; only rank 0 prints more than its errors."""
+    from dreamrl.run.distributed import joined
+    from dreamrl.run.launch import recorded_errors
+
+    with recorded_errors(), joined(config) as ranks, open(os.devnull, "w") as quiet:
+        train(
+            config,
+            args.logdir,
+            hooks=_hooks(config, args.logdir),
+            progress=ranks.writer and not args.no_progress,
+            out=sys.stdout if ranks.writer else quiet,
+            ranks=ranks,
+        )
+
+
+def job_ranks(requested: int | None, launched: int) -> int:
+    """The job's number of ranks: ``--ranks`` if given, else what torchrun started; a
+    ``--ranks`` that differs from torchrun's is a ConfigError naming both."""
+    if requested is not None and requested < 1:
+        raise ConfigError(f"--ranks {requested}: must be at least 1")
+    if requested is not None and launched > 1 and requested != launched:
+        raise ConfigError(f"--ranks {requested}, but torchrun started {launched} processes")
+    return requested or launched
+
+
+def check_run_ranks(logdir: Path, ranks: int) -> None:
+    """ConfigError if ``logdir``'s newest checkpoint was written by another number of
+    ranks, before a process is started or a file written (train checks it again, on the
+    checkpoint it resumes from)."""
+    from dreamrl.run.checkpoint import list_checkpoints
+    from dreamrl.run.resume import check_ranks
+
+    checkpoints = list_checkpoints(logdir)
+    if not checkpoints:
+        return
+    try:
+        check_ranks(checkpoints[-1][1], ranks)
+    except ConfigError:
+        raise
+    except (OSError, ValueError):  # damaged: train falls back to an older one, and says so
+        return
 
 
 def explain_choices(config: Config, size: str) -> list[str]:

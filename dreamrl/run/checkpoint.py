@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,8 @@ from dreamrl.rundir import (
     MANIFEST,
     PARTIAL_CHECKPOINT_PREFIX,
     RunDir,
+    rank_loop_state,
+    rank_loop_tensors,
 )
 
 FORMAT = 1  # checkpoint layout version; readers refuse newer ones
@@ -104,9 +106,11 @@ def save_checkpoint(
     loop: dict[str, Any],
     keep: int,
     extra: dict[str, Any] | None = None,
+    replicas: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> Path:
     """Write ``agent`` (its ``save(dir)``), the loop state and ``extra`` tensors as
-    ``checkpoints/ckpt-<step>``, then prune all but the newest ``keep``.
+    ``checkpoints/ckpt-<step>``, then prune all but the newest ``keep``. ``replicas`` are
+    the (loop state, tensors) of ranks 1, 2, ... of a data-parallel run.
 
     Raises :class:`CheckpointError` on a full disk, naming the checkpoint kept.
     """
@@ -122,9 +126,10 @@ def save_checkpoint(
         agent.save(tmp)
         (tmp / LOOP_STATE).write_text(json.dumps(loop))
         if extra:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous().cpu() for k, v in extra.items()}, str(tmp / LOOP_TENSORS))
+            _save_tensors(extra, tmp / LOOP_TENSORS)
+        for rank, (rank_loop, tensors) in enumerate(replicas, start=1):
+            (tmp / rank_loop_state(rank)).write_text(json.dumps(rank_loop))
+            _save_tensors(tensors, tmp / rank_loop_tensors(rank))
         write_manifest(tmp, step)
         _replace_dir(tmp, final)
         _fsync_dir(root)
@@ -155,6 +160,12 @@ def _replace_dir(new: Path, final: Path) -> None:
     os.rename(final, aside)
     os.rename(new, final)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path))
 
 
 def write_manifest(directory: Path, step: int | None = None) -> None:
@@ -246,14 +257,15 @@ def read_newest(path: Path, read: Callable[[Path], T], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
-def load_loop_state(ckpt: Path) -> dict[str, Any]:
-    """The training loop's counters saved beside the agent."""
-    return json.loads((ckpt / LOOP_STATE).read_text())  # type: ignore[no-any-return]
+def load_loop_state(ckpt: Path, rank: int = 0) -> dict[str, Any]:
+    """The training loop's counters saved beside the agent (those of ``rank``)."""
+    return json.loads((ckpt / rank_loop_state(rank)).read_text())  # type: ignore[no-any-return]
 
 
-def load_loop_tensors(ckpt: Path) -> dict[str, Any]:
-    """Tensors the loop saved beside the agent (its policy state), if any."""
-    path = ckpt / LOOP_TENSORS
+def load_loop_tensors(ckpt: Path, rank: int = 0) -> dict[str, Any]:
+    """Tensors the loop saved beside the agent (its policy state; for a rank above 0 also
+    its agent's generators, as ``agent.*``), if any."""
+    path = ckpt / rank_loop_tensors(rank)
     if not path.is_file():
         return {}
     from safetensors.torch import load_file

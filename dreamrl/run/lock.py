@@ -5,7 +5,9 @@ overlapping replay chunks of one stream, and a later resume would load a mix of 
 The lock is ``fcntl.flock`` on ``<run dir>/.lock``: the kernel releases it when the
 process ends in any way (``kill -9`` included), so a stale lock file never blocks a
 rerun. The file holds the holder's PID so that a refused writer can say who holds it.
-Readers (``dreamrl eval``, ``report``, ``diagnose``) never take it.
+Readers (``dreamrl eval``, ``report``, ``diagnose``) never take it. In data-parallel
+training rank 0 holds it for the job, and every other rank the lock of its replay shard
+(:mod:`dreamrl.run.distributed`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
+def exclusive(run_dir: Path, path: Path | None = None) -> Iterator[None]:
     """Hold ``run_dir``'s lock inside the block; :class:`RunDirBusyError` at once, naming the
-    holder's PID, when another process holds it. ``run_dir`` must exist."""
-    path = RunDir(run_dir).lock
+    holder's PID, when another process holds it. ``run_dir`` must exist. ``path`` names
+    another lock file of the run (a rank's replay shard's, in data-parallel training)."""
+    path = path or RunDir(run_dir).lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

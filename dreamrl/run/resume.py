@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dreamrl import config as cfglib
-from dreamrl.agents.base import Agent
+from dreamrl.agents.base import Agent, DataParallel
 from dreamrl.config import Config, ConfigError
 from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
 from dreamrl.replay import Replay
@@ -33,6 +33,9 @@ from dreamrl.run.checkpoint import load_loop_state, load_loop_tensors
 from dreamrl.run.state import LoopState
 from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
 from dreamrl.spaces import Space
+
+# Rank r's agent tensors (its generators) sit in its loop tensors under this prefix.
+REPLICA_PREFIX = "agent."
 
 # Settings that may change when a run is resumed: they shape how long, how fast and
 # how visibly the run goes on, never what it learns (compute.compile and compute.codec_chunk
@@ -97,6 +100,20 @@ def check_spaces(ckpt: Path, obs_space: dict[str, Space], act_space: Space) -> N
     if changes:
         raise ConfigError(
             f"the env does not match the checkpoint {ckpt.name} it would resume from:\n" + "\n".join(changes)
+        )
+
+
+def check_ranks(ckpt: Path, ranks: int) -> None:
+    """ConfigError, naming both numbers, if checkpoint ``ckpt`` was written by a job of
+    another number of ranks than ``ranks``: each rank's envs and replay shard are its own,
+    so a job of another size cannot continue the run."""
+    saved = int(load_loop_state(ckpt).get("ranks", 1))
+    if saved != ranks:
+        run_dir = ckpt.parent.parent
+        raise ConfigError(
+            f"{run_dir} was trained by {saved} rank{'s' * (saved != 1)} (checkpoint {ckpt.name}); this job "
+            f"has {ranks}. Resume it with --ranks {saved} (torchrun: {saved} processes in all), "
+            "or train into a new --logdir."
         )
 
 
@@ -165,21 +182,31 @@ class Resumed:
         return cls(state, returns=np.zeros(envs), lengths=np.zeros(envs, np.int64))
 
 
-def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO) -> Resumed:
-    """Bring ``agent``, ``replay`` and the envs of ``pool`` back to checkpoint ``ckpt``."""
-    resumed = restore_learner(ckpt, agent, replay, pool.size, out)
-    _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt), out)
+def restore(ckpt: Path, agent: Agent, replay: Replay, pool: EnvPool, out: TextIO, rank: int = 0) -> Resumed:
+    """Bring ``agent``, ``replay`` and the envs of ``pool`` back to checkpoint ``ckpt``;
+    in data-parallel training, as rank ``rank`` left them (its loop, generators, replay
+    shard and envs; the weights are every rank's)."""
+    resumed = restore_learner(ckpt, agent, replay, pool.size, out, rank)
+    _restore_envs(resumed, agent, replay, pool, load_loop_tensors(ckpt, rank), out)
     return resumed
 
 
-def restore_learner(ckpt: Path, agent: Agent, replay: Replay, envs: int, out: TextIO) -> Resumed:
-    """Bring ``agent``, ``replay`` and the loop's counters back to checkpoint ``ckpt``, and
-    nothing of the envs: all that training without them (from a dataset) needs."""
+def restore_learner(
+    ckpt: Path, agent: Agent, replay: Replay, envs: int, out: TextIO, rank: int = 0
+) -> Resumed:
+    """Bring ``agent``, ``replay`` and the loop's counters back to checkpoint ``ckpt`` (as
+    rank ``rank`` left them), and nothing of the envs: all that training without them
+    (from a dataset) needs."""
     from safetensors.torch import load_file
 
     meta = json.loads((ckpt / AGENT_META).read_text())
     agent.restore(load_file(str(ckpt / AGENT_WEIGHTS)), meta)
-    resumed = Resumed.fresh(envs, LoopState.from_json(load_loop_state(ckpt)))
+    if rank:
+        assert isinstance(agent, DataParallel)
+        prefix = REPLICA_PREFIX
+        tensors = load_loop_tensors(ckpt, rank)
+        agent.restore_replica({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    resumed = Resumed.fresh(envs, LoopState.from_json(load_loop_state(ckpt, rank)))
     state = resumed.state
     loaded = replay.load(until=state.replay.get("count"))
     replay.restore(state.replay)

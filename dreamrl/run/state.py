@@ -28,6 +28,7 @@ class LoopState:
     offline_updates: int = 0
     offline_last_eval: int = 0
     dataset_steps: list[int] = field(default_factory=list)
+    ranks: int = 1  # processes training the run together (data parallel); env_steps counts all of theirs
     replay: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

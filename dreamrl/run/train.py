@@ -44,6 +44,7 @@ from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
 from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_partial_saves, save_checkpoint
 from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
+from dreamrl.run.distributed import Ranks
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import EvalResult, eval_seeds, evaluate
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
@@ -127,13 +128,14 @@ def make_replay(config: Config, spaces: dict[str, Space], directory: Path) -> Re
     )
 
 
-def updates_due(state: LoopState, updates: int, config: Config) -> int:
+def updates_due(state: LoopState, updates: int, config: Config, ranks: int = 1) -> int:
     """Train steps owed so that replayed steps / env steps tracks ``train_ratio``, with
     ``updates`` applied so far (skipped ones count as done: they were attempted; those of
-    offline training before the first env step are not owed by env steps)."""
+    offline training before the first env step are not owed by env steps). With several
+    ``ranks`` an update replays a batch on each and env steps count all of theirs."""
     if state.train_start < 0:
         return 0
-    per_step = config.run.train_ratio / (config.batch_size * config.batch_length)
+    per_step = config.run.train_ratio / (ranks * config.batch_size * config.batch_length)
     owed = 1 + math.floor((state.env_steps - state.train_start) * per_step)
     return max(0, owed - updates - state.skipped_updates + state.offline_updates)
 
@@ -154,22 +156,23 @@ def train(
     hooks: Hooks = Hooks(),
     out: TextIO = sys.stdout,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> Trained:
     """Train (or resume training) ``config`` in ``run_dir`` until ``run.steps``, or until
     ``hooks.stop(state)`` says so after an evaluation.
 
     Every check (config against the saved one, spaces against the checkpoint, the
     replay's size against memory and disk) runs before anything is written, and the run
-    dir is locked against a second writer for as long as this runs (:mod:`.lock`)."""
+    dir is locked against a second writer for as long as this runs (:mod:`.lock`).
+    ``ranks``: this process's place in a data-parallel job (:mod:`.distributed`)."""
     run_dir = Path(run_dir)
     resumelib.check_config(run_dir, config)
     run = config.run
-    factories = [
-        functools.partial(_env_factory, make_env, config, episode_seed(config.seed, TRAIN_STREAM, i, 0))
-        for i in range(run.envs)
-    ]
+    ranks = ranks or Ranks()
+    seed_of = functools.partial(_episode_seed, config.seed, ranks.first_env(run.envs))
+    factories = [functools.partial(_env_factory, make_env, config, seed_of(i, 0)) for i in range(run.envs)]
     with contextlib.ExitStack() as held:
-        locked = run_dir.is_dir()
+        locked = ranks.writer and run_dir.is_dir()
         if locked:  # an existing run: a second writer is refused before anything else
             held.enter_context(exclusive(run_dir))
         pool = held.enter_context(
@@ -180,10 +183,10 @@ def train(
                 budget=FailureBudget(
                     run.env_crash_loop, run.env_crash_steps, run.env_failure_rate, run.env_failure_window
                 ),
-                episode_seed=functools.partial(episode_seed, config.seed, TRAIN_STREAM),
+                episode_seed=seed_of,
             )
         )
-        interrupt = held.enter_context(stop_on_signals())
+        interrupt = held.enter_context(stop_on_signals(deferred=ranks.size > 1))
         agent = make_agent(
             config,
             pool.obs_space,
@@ -191,32 +194,55 @@ def train(
             obs_converter=pool.obs_converter,
             act_converter=pool.act_converter,
         )
+        ranks.join(agent)
         ckpt = _find_checkpoint(run_dir, out)
         if ckpt is not None:
             resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)
+            resumelib.check_ranks(ckpt, ranks.size)
         spaces = replay_spaces(pool.obs_space, pool.act_space)
         files = RunDir(run_dir)
-        check_capacity(spaces, replay_capacity(config), files.replay)
+        check_capacity(spaces, replay_capacity(config), ranks.shard(run_dir))
         # Every check has passed: only now does anything get written.
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not locked:
+        if ranks.writer and not locked:
             held.enter_context(exclusive(run_dir))
-        write_atomic(files.config, json.dumps(to_dict(config), indent=1))
-        for path in remove_partial_saves(run_dir):
-            print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
-        replay = make_replay(config, spaces, files.replay)
+        held.enter_context(ranks.settle(run_dir, ckpt))  # every rank past its checks, and locked
+        if ranks.writer:
+            write_atomic(files.config, json.dumps(to_dict(config), indent=1))
+            for path in remove_partial_saves(run_dir):
+                print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
+        replay = make_replay(config, spaces, ranks.shard(run_dir))
+        ranks.reseed(replay, config.seed)
         if ckpt is not None:
-            resumed = resumelib.restore(ckpt, agent, replay, pool, out)
+            resumed = resumelib.restore(ckpt, agent, replay, pool, out, ranks.rank)
         else:
             resumed = resumelib.Resumed.fresh(run.envs)
+        resumed.state.ranks = ranks.size
         _describe(config, agent, pool, replay, out)
-        parts = LoopParts(pool, agent, replay, make_logger(run_dir), make_env)
+        ranks.describe(config, out)
+        logger = make_logger(run_dir) if ranks.writer else _Silent()
+        parts = LoopParts(pool, agent, replay, logger, make_env, ranks)
         state = Trainer(config, run_dir, parts, hooks, resumed, out, progress, interrupt).run()
         return Trained(state, agent)
 
 
 def _env_factory(maker: EnvMaker, config: Config, seed: int) -> Env:
     return maker(config, seed, "train")
+
+
+def _episode_seed(seed: int, first_env: int, env: int, episode: int) -> int:
+    """The seed of a training env's episode, the env numbered across every rank's."""
+    return episode_seed(seed, TRAIN_STREAM, first_env + env, episode)
+
+
+class _Silent:
+    """The logger of ranks other than 0, which write nothing outside their replay shard."""
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
@@ -262,6 +288,7 @@ class LoopParts(NamedTuple):
     replay: Replay
     logger: Logger
     make_env: EnvMaker  # for evaluation's envs
+    ranks: Ranks | None = None  # this process's place in a data-parallel job (None: alone)
 
 
 class Trainer:
@@ -283,7 +310,7 @@ class Trainer:
     ):
         self.config, self.run_dir, self.hooks, self.out = config, run_dir, hooks, out
         self.pool, self.agent, self.replay, self.logger = parts.pool, parts.agent, parts.replay, parts.logger
-        self.make_env = parts.make_env
+        self.make_env, self.ranks = parts.make_env, parts.ranks or Ranks()
         self.interrupt = interrupt  # checked between steps: a stop signal becomes KeyboardInterrupt there
         self.state = resumed.state
         self.returns, self.lengths = resumed.returns, resumed.lengths
@@ -325,7 +352,7 @@ class Trainer:
         _check_finite({"action": actions}, ["action"], state.env_steps)
         step = {k: obs[k] for k in (*self.pool.obs_space, *STEP_KEYS)}
         self.replay.add({**step, "action": actions})
-        state.env_steps += self.config.run.envs
+        state.env_steps += self.config.run.envs * self.ranks.size
         state.env_episodes = self.pool.episodes.tolist()
         self.returns += obs["reward"]
         self.lengths += 1
@@ -340,9 +367,9 @@ class Trainer:
     def train(self) -> None:
         """Run the updates the train ratio owes by now."""
         state, batch_size = self.state, self.config.batch_size
-        if state.train_start < 0 and self.replay.ready(batch_size):
+        if state.train_start < 0 and self.ranks.all(self.replay.ready(batch_size)):
             state.train_start = state.env_steps
-        for _ in range(updates_due(state, self.agent.updates, self.config)):
+        for _ in range(updates_due(state, self.agent.updates, self.config, self.ranks.size)):
             self.interrupt.check()  # a resumed run may owe many: answer a stop between them
             result = self.agent.train_step(self.replay.sample(batch_size))
             self.train_mean.add(result.metrics)
@@ -364,7 +391,7 @@ class Trainer:
     def log(self, now: float) -> None:
         steps, updates = self.log_mark
         dt = max(now - self.last_log, 1e-9)
-        metrics = {**self.train_mean.result(), **self.episode_mean.result()}
+        metrics = self.ranks.means(self.train_mean, self.episode_mean)  # every rank's, pooled
         metrics["fps/env"] = (self.state.env_steps - steps) / dt
         metrics["fps/train"] = (self.agent.updates - updates) / dt
         metrics["replay/steps"] = float(len(self.replay))
@@ -383,6 +410,10 @@ class Trainer:
         """The deterministic policy on the next fresh evaluation seeds."""
         run, state = self.config.run, self.state
         if not run.eval_eps:
+            return
+        if not self.ranks.writer:  # rank 0 evaluates for the job
+            state.eval_episodes += run.eval_eps
+            state.last_eval = state.env_steps
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
         # Evaluation and its diagnostics allocate other shapes than a train step: start them,
@@ -446,7 +477,11 @@ class Trainer:
         if self.policy_state is not None:
             extra = self.agent.policy_state_tensors(self.policy_state)
         keep = self.config.run.keep_checkpoints
-        save_checkpoint(self.run_dir, self.state.env_steps, self.agent, asdict(self.state), keep, extra)
+        replicas = self.ranks.replicas(asdict(self.state), extra, self.agent)
+        if self.ranks.writer:
+            save_checkpoint(
+                self.run_dir, self.state.env_steps, self.agent, asdict(self.state), keep, extra, replicas
+            )
         self.last_save = time.time()
 
     def _step_envs(self, actions: np.ndarray) -> dict[str, np.ndarray]:
@@ -479,16 +514,23 @@ class Trainer:
                     self.train()
                 self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
                 now = time.time()
-                if now - self.last_log >= run.log_every:
+                due = self.ranks.agree(
+                    log=now - self.last_log >= run.log_every,
+                    save=now - self.last_save >= run.save_every,
+                    stop=self.interrupt.signal is not None,
+                )
+                if due["stop"]:  # with several ranks, on a signal to any of them: all stop here
+                    raise KeyboardInterrupt(f"signal {self.interrupt.signal or 'to another rank'}")
+                if due["log"]:
                     self.log(now)
                 if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
                     with self.timed("eval"):
                         self.evaluate()
-                    if stop is not None and stop(state):
+                    if self.ranks.from_writer(self.ranks.writer and stop is not None and stop(state)):
                         self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
                         self._wait_envs()  # collect the step in flight before leaving
                         break
-                if now - self.last_save >= run.save_every:
+                if due["save"]:
                     with self.timed("save"):
                         self.save()
                 with self.timed("env"):
