@@ -97,7 +97,7 @@ class FrameStack:
         rows where ``is_first`` (``[N]`` bool) start afresh. The first call starts all."""
         frame = to_channels_first(obs, self.obs_space)
         if not self.stack:
-            self.stack = {k: np.repeat(v, self.frames, axis=1) for k, v in frame.items()}
+            self.stack = {k: np.concatenate([v] * self.frames, axis=1) for k, v in frame.items()}
             return self.view()
         first = np.asarray(is_first, bool).reshape(-1)
         for key, value in frame.items():
@@ -107,7 +107,7 @@ class FrameStack:
                 stack[:, :-width] = stack[:, width:].copy()
             stack[:, -width:] = value
             if first.any():
-                stack[first] = np.repeat(value[first], self.frames, axis=1)
+                stack[first] = np.concatenate([value[first]] * self.frames, axis=1)
         return self.view()
 
     def view(self) -> dict[str, np.ndarray]:
