@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dreamrl.baselines.agent import BaselineAgent
 from dreamrl.baselines.algorithms import algorithm, build_model, check_action_space
@@ -46,6 +46,9 @@ from dreamrl.run.state import LoopState
 from dreamrl.run.train import EnvMaker, Hooks, LoggerMaker, Trained
 from dreamrl.rundir import RunDir
 
+if TYPE_CHECKING:
+    from dreamrl.baselines.callback import RunCallback
+
 
 def train(
     config: Config,
@@ -62,41 +65,28 @@ def train(
     Keyword arguments of the Dreamer loop that a baseline has no use for (``make_agent``,
     ``make_replay``) are accepted and ignored."""
     from stable_baselines3.common.logger import Logger
-    from stable_baselines3.common.utils import set_random_seed
 
     from dreamrl.baselines.callback import MetricsWriter, RunCallback
 
     run_dir = Path(run_dir)
     hooks = hooks if hooks is not None else Hooks()
     resumelib.check_config(run_dir, config)
-    run, envs = config.run, config.agent.baseline.envs
     ckpt = _find_checkpoint(run_dir, out)
     state = LoopState.from_json(load_loop_state(ckpt)) if ckpt is not None else LoopState()
-    if len(state.env_episodes) != envs:
-        state.env_episodes = [0] * envs
+    if len(state.env_episodes) != config.agent.baseline.envs:
+        state.env_episodes = [0] * config.agent.baseline.envs
     with contextlib.ExitStack() as held:
         locked = run_dir.is_dir()
         if locked:  # an existing run: a second writer is refused before anything else
             held.enter_context(exclusive(run_dir))
         clock = EnvClock()
-        venv = make_vec_env(config, make_env, list(state.env_episodes), clock)
-        held.callback(venv.close)
-        env = venv.envs[0].env  # the dreamrl env under env 0's wrapper
-        obs_space, act_space = env.obs_space, env.act_space
-        check_action_space(config.agent.kind, act_space, config.task)
-        if ckpt is not None:
-            resumelib.check_spaces(ckpt, obs_space, act_space)
+        agent = _build(config, make_env, state, ckpt, clock, held)
         interrupt = held.enter_context(stop_on_signals())
-        set_random_seed(config.seed)  # weights and SB3's sampling; env episodes have their own seeds
-        model = build_model(config, obs_space, act_space, env=venv)
-        model.action_space.seed(config.seed)
-        agent = BaselineAgent(config, obs_space, act_space, model, env.obs_converter, env.act_converter)
         # Every check has passed: only now does anything get written.
-        files = RunDir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not locked:
             held.enter_context(exclusive(run_dir))
-        write_atomic(files.config, json.dumps(to_dict(config), indent=1))
+        write_atomic(RunDir(run_dir).config, json.dumps(to_dict(config), indent=1))
         for path in remove_partial_saves(run_dir):
             print(f"Removed {path.name}: a checkpoint save that never finished.", file=out)
         if ckpt is not None:
@@ -108,22 +98,11 @@ def train(
             )
         _describe(config, agent, out)
         logger = make_logger(run_dir)
-        model.set_logger(Logger(None, [MetricsWriter(logger)]))
-        bar = Progress(run.steps, state.env_steps, enabled=progress, out=out)
+        agent.model.set_logger(Logger(None, [MetricsWriter(logger)]))
+        bar = Progress(config.run.steps, state.env_steps, enabled=progress, out=out)
         session = RunCallback(config, run_dir, agent, state, logger, hooks, clock, interrupt, bar, make_env)
         try:
-            if model.num_timesteps < run.steps:
-                model.learn(run.steps - model.num_timesteps, callback=session, reset_num_timesteps=False)
-            state.env_steps = int(model.num_timesteps)
-            if session.stopped is not None and interrupt.signal is not None:
-                raise KeyboardInterrupt(session.stopped)
-            if session.stopped is not None:
-                bar.note(session.stopped)
-            model.logger.dump(model.num_timesteps)  # the last update's metrics
-            if state.last_eval != state.env_steps or not run.eval_every:
-                session.timed("eval", session.evaluate)
-            session.log(time.time())
-            session.save()
+            _learn(config, agent, session)
         except KeyboardInterrupt:
             bar.note("interrupted: saving a checkpoint before exiting")
             session.save()
@@ -137,6 +116,49 @@ def train(
             _close(logger)
         _summary(state, agent, session.session_split(), run_dir, out)
         return Trained(state, agent)
+
+
+def _build(
+    config: Config,
+    make_env: EnvMaker,
+    state: LoopState,
+    ckpt: Path | None,
+    clock: EnvClock,
+    held: contextlib.ExitStack,
+) -> BaselineAgent:
+    """The training envs and the SB3 model on them, after every check a resume needs:
+    the algorithm against the action space, the spaces against the checkpoint's."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    venv = make_vec_env(config, make_env, list(state.env_episodes), clock)
+    held.callback(venv.close)
+    env = venv.envs[0].env  # the dreamrl env under env 0's wrapper
+    obs_space, act_space = env.obs_space, env.act_space
+    check_action_space(config.agent.kind, act_space, config.task)
+    if ckpt is not None:
+        resumelib.check_spaces(ckpt, obs_space, act_space)
+    set_random_seed(config.seed)  # weights and SB3's sampling; env episodes have seeds of their own
+    model = build_model(config, obs_space, act_space, env=venv)
+    model.action_space.seed(config.seed)
+    return BaselineAgent(config, obs_space, act_space, model, env.obs_converter, env.act_converter)
+
+
+def _learn(config: Config, agent: BaselineAgent, session: RunCallback) -> None:
+    """SB3's ``learn`` up to ``run.steps``, then the run's last evaluation, log and save.
+    A stop signal comes out of it as KeyboardInterrupt (the caller saves)."""
+    model, state, run = agent.model, session.state, config.run
+    if model.num_timesteps < run.steps:
+        model.learn(run.steps - model.num_timesteps, callback=session, reset_num_timesteps=False)
+    state.env_steps = int(model.num_timesteps)
+    if session.stopped is not None and session.interrupt.signal is not None:
+        raise KeyboardInterrupt(session.stopped)
+    if session.stopped is not None:
+        session.bar.note(session.stopped)
+    model.logger.dump(model.num_timesteps)  # the last update's metrics
+    if state.last_eval != state.env_steps or not run.eval_every:
+        session.timed("eval", session.evaluate)
+    session.log(time.time())
+    session.save()
 
 
 def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
