@@ -222,6 +222,48 @@ def test_a_loaded_baseline_acts_on_what_the_env_returns(ppo_run):
     assert action in (0, 1)
 
 
+class _Trap:
+    """Unpickling this touches a file: proof that something was unpickled."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_loading_a_baseline_never_unpickles_the_zips_data(ppo_run, tmp_path):
+    import base64
+    import pickle
+    import shutil
+    import zipfile
+
+    from dreamrl.run.checkpoint import write_manifest
+
+    (step, ckpt), *_ = reversed(list_checkpoints(ppo_run))
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, copy)
+    pwned = tmp_path / "pwned"
+    zipped = copy / BASELINE_MODEL
+    with zipfile.ZipFile(zipped) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    trap = base64.b64encode(pickle.dumps(_Trap(pwned))).decode()
+    data = json.loads(entries["data"])
+    data["policy_class"] = {":type:": "trap", ":serialized:": trap}
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    write_manifest(copy, step)
+    agent = load_agent(copy)
+    assert agent.updates == 20 and not pwned.exists()
+    from stable_baselines3 import PPO
+
+    with pytest.raises(TypeError):  # SB3's own load unpickles it (then has no policy class)
+        PPO.load(zipped)
+    assert pwned.exists()  # so the trap was real
+
+
 def test_rerunning_resumes_a_baseline_where_its_checkpoint_left_it(tmp_path):
     run_dir = tmp_path / "run"
     overrides = {

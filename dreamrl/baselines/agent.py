@@ -5,7 +5,7 @@ The checkpoint holds the model in SB3's own format (``model.zip``: a user can
 ``PPO.load`` it), an off-policy model's replay buffer as plain arrays
 (:mod:`.buffer`), and ``agent.json``. Loading reads none of the zip's pickled parts:
 the model is rebuilt from the config in ``agent.json`` and only the zip's weight files
-are read (``torch.load(weights_only=True)``), so nothing in a checkpoint runs.
+are read, by torch's weights-only loader, so nothing in a checkpoint runs.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class BaselineAgent:
 
         meta = json.loads((directory / AGENT_META).read_text())
         # load_data=False: the zip's pickled "data" entry is never read; its .pth files load
-        # with torch.load(weights_only=True).
+        # through torch's weights-only loader.
         _, params, variables = load_from_zip_file(
             directory / BASELINE_MODEL, device=self.model.device, load_data=False
         )
