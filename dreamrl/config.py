@@ -287,11 +287,104 @@ class MPCConfig:
         )
 
 
+SCHEDULES = ("constant", "linear")  # a learning rate or clip range of a baseline, over run.steps
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """stable-baselines3's PPO; defaults are SB3's own (RL Zoo's tuned values for a task
+    replace them where it has some: docs/baselines.md)."""
+
+    learning_rate: float = _doc(3e-4, "Adam learning rate.")
+    lr_schedule: str = _doc(
+        "constant", "'constant', or 'linear': from learning_rate down to 0 at run.steps (RL Zoo's lin_)."
+    )
+    n_steps: int = _doc(2048, "Steps collected from each env per update (the rollout is n_steps x envs).")
+    batch_size: int = _doc(64, "Minibatch size.")
+    n_epochs: int = _doc(10, "Passes over each rollout.")
+    gamma: float = _doc(0.99, "Discount.")
+    gae_lambda: float = _doc(0.95, "Lambda of generalised advantage estimation.")
+    clip_range: float = _doc(0.2, "Clipping of the probability ratio.")
+    clip_schedule: str = _doc("constant", "'constant', or 'linear': clip_range down to 0 at run.steps.")
+    ent_coef: float = _doc(0.0, "Entropy bonus.")
+    vf_coef: float = _doc(0.5, "Weight of the value loss.")
+    max_grad_norm: float = _doc(0.5, "Gradient norm clip.")
+    use_sde: bool = _doc(False, "State-dependent exploration (continuous actions).")
+    sde_sample_freq: int = _doc(-1, "Steps between noise matrices with use_sde (-1: once per rollout).")
+    net_arch: tuple[int, ...] = _doc((), "Hidden widths of the policy and value nets (empty: SB3's, 64x64).")
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """stable-baselines3's SAC (continuous actions); defaults are SB3's own."""
+
+    learning_rate: float = _doc(3e-4, "Adam learning rate (actor, critics and entropy coefficient).")
+    lr_schedule: str = _doc("constant", "'constant', or 'linear': down to 0 at run.steps.")
+    buffer_size: int = _doc(1_000_000, "Replay buffer capacity in steps (never more than run.steps).")
+    learning_starts: int = _doc(100, "Env steps of random actions before the first update.")
+    batch_size: int = _doc(256, "Minibatch size.")
+    tau: float = _doc(0.005, "Polyak rate of the target critics.")
+    gamma: float = _doc(0.99, "Discount.")
+    train_freq: int = _doc(1, "Env steps (of each env) between updates.")
+    gradient_steps: int = _doc(1, "Gradient steps per update (-1: as many as env steps collected).")
+    ent_coef: str = _doc(
+        "auto", "Entropy coefficient: a number, 'auto' (learned), or 'auto_0.1' (learned from 0.1)."
+    )
+    target_update_interval: int = _doc(1, "Gradient steps between target-critic updates.")
+    use_sde: bool = _doc(False, "State-dependent exploration.")
+    sde_sample_freq: int = _doc(-1, "Steps between noise matrices with use_sde (-1: once per rollout).")
+    net_arch: tuple[int, ...] = _doc((), "Hidden widths of the actor and critics (empty: SB3's, 256 x 256).")
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """stable-baselines3's DQN (discrete actions); defaults are SB3's own."""
+
+    learning_rate: float = _doc(1e-4, "Adam learning rate.")
+    lr_schedule: str = _doc("constant", "'constant', or 'linear': down to 0 at run.steps.")
+    buffer_size: int = _doc(1_000_000, "Replay buffer capacity in steps (never more than run.steps).")
+    learning_starts: int = _doc(100, "Env steps before the first update.")
+    batch_size: int = _doc(32, "Minibatch size.")
+    tau: float = _doc(1.0, "Rate of the target network's update (1: a copy).")
+    gamma: float = _doc(0.99, "Discount.")
+    train_freq: int = _doc(4, "Env steps (of each env) between updates.")
+    gradient_steps: int = _doc(1, "Gradient steps per update (-1: as many as env steps collected).")
+    target_update_interval: int = _doc(10_000, "Env steps between target-network updates.")
+    exploration_fraction: float = _doc(0.1, "Share of run.steps over which epsilon falls to its final value.")
+    exploration_initial_eps: float = _doc(1.0, "Epsilon of epsilon-greedy at the start.")
+    exploration_final_eps: float = _doc(0.05, "Epsilon of epsilon-greedy at the end.")
+    max_grad_norm: float = _doc(10.0, "Gradient norm clip.")
+    net_arch: tuple[int, ...] = _doc((), "Hidden widths of the Q-network (empty: SB3's, 64 x 64).")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Model-free baselines from stable-baselines3 (agent.kind ppo, sac or dqn), trained on
+    the same envs, observations and evaluation as the Dreamer run (docs/baselines.md)."""
+
+    zoo: bool = _doc(
+        True,
+        "Start from RL Zoo's tuned hyperparameters for the task where it has some (docs/baselines.md "
+        "lists them); presets and key=value overrides still win. False: SB3's defaults.",
+    )
+    envs: int = _doc(1, "Training envs SB3 steps together (its n_envs; run.envs is the Dreamer loop's).")
+    frame_stack: int = _doc(
+        1,
+        "Observations stacked as the policy's input, the model-free agent's only memory (RL Zoo "
+        "stacks 4 on Atari; from pixels one frame shows no velocity). 1: the current one.",
+    )
+    ppo: PPOConfig = _sub(PPOConfig, "PPO (agent.kind=ppo), any action space.")
+    sac: SACConfig = _sub(SACConfig, "SAC (agent.kind=sac), continuous actions.")
+    dqn: DQNConfig = _sub(DQNConfig, "DQN (agent.kind=dqn), discrete actions.")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     kind: str = _doc(
         "dreamer",
-        "Which agent trains: 'dreamer' (dreamrl's own loop); other names are listed in dreamrl.agents.TRAINERS.",
+        "Which agent trains: 'dreamer' (dreamrl's own loop), or a model-free baseline of "
+        "stable-baselines3: 'ppo', 'sac' (continuous actions), 'dqn' (discrete actions); "
+        "dreamrl.agents.TRAINERS lists them.",
     )
     act: str = _doc(
         "actor", "How the agent acts: 'actor' (the imagination actor) or 'mpc' (plans in the model)."
@@ -339,6 +432,7 @@ class AgentConfig:
     reward_grad: bool = _doc(True, "Let reward-head gradients shape the representation.")
     repval_loss: bool = _doc(True, "Train the critic on replayed trajectories too.")
     repval_grad: bool = _doc(True, "Let the replay critic loss shape the representation.")
+    baseline: BaselineConfig = _sub(BaselineConfig, "Model-free baselines (agent.kind ppo, sac, dqn).")
 
 
 # --------------------------------------------------------------------------- rest
@@ -567,6 +661,64 @@ def check_mpc(mpc: MPCConfig, path: str = "agent.mpc") -> None:
     )
 
 
+def _check_schedule(value: str, path: str) -> None:
+    _check(value in SCHEDULES, path, " or ".join(map(repr, SCHEDULES)), value)
+
+
+def _check_ent_coef(value: str, path: str) -> None:
+    """SB3's SAC takes a number, 'auto', or 'auto_<initial value>'."""
+    number = value[len("auto_") :] if value.startswith("auto_") else value
+    ok = value == "auto"
+    if not ok:
+        try:
+            ok = float(number) > 0
+        except ValueError:
+            ok = False
+    _check(ok, path, "a positive number, 'auto' or 'auto_<initial value>'", value)
+
+
+def check_baseline(b: BaselineConfig, path: str = "agent.baseline") -> None:
+    """Raise ConfigError for baseline hyperparameters SB3 would refuse or misread."""
+    _check(b.frame_stack >= 1, f"{path}.frame_stack", "1 or more", b.frame_stack)
+    for name, algo in (("ppo", b.ppo), ("sac", b.sac), ("dqn", b.dqn)):
+        where = f"{path}.{name}"
+        _check(algo.learning_rate > 0, f"{where}.learning_rate", "a positive number", algo.learning_rate)
+        _check_schedule(algo.lr_schedule, f"{where}.lr_schedule")
+        _check(0 < algo.gamma <= 1, f"{where}.gamma", "0 < value <= 1", algo.gamma)
+        _check(all(w > 0 for w in algo.net_arch), f"{where}.net_arch", "positive widths", algo.net_arch)
+    for name, off in (("sac", b.sac), ("dqn", b.dqn)):
+        where = f"{path}.{name}"
+        _check(off.buffer_size >= 1, f"{where}.buffer_size", "1 or more", off.buffer_size)
+        _check(off.learning_starts >= 0, f"{where}.learning_starts", "0 or more", off.learning_starts)
+        _check(0 < off.tau <= 1, f"{where}.tau", "0 < value <= 1", off.tau)
+        _check(off.train_freq >= 1, f"{where}.train_freq", "1 or more", off.train_freq)
+        _check(
+            off.gradient_steps >= 1 or off.gradient_steps == -1,
+            f"{where}.gradient_steps",
+            "1 or more, or -1",
+            off.gradient_steps,
+        )
+        _check(
+            off.target_update_interval >= 1,
+            f"{where}.target_update_interval",
+            "1 or more",
+            off.target_update_interval,
+        )
+    ppo = b.ppo
+    _check(ppo.n_steps * b.envs > 1, f"{path}.ppo.n_steps", "n_steps x envs above 1", ppo.n_steps)
+    _check(ppo.n_epochs >= 1, f"{path}.ppo.n_epochs", "1 or more", ppo.n_epochs)
+    _check(0 <= ppo.gae_lambda <= 1, f"{path}.ppo.gae_lambda", "0 <= value <= 1", ppo.gae_lambda)
+    _check(ppo.clip_range > 0, f"{path}.ppo.clip_range", "a positive number", ppo.clip_range)
+    _check_schedule(ppo.clip_schedule, f"{path}.ppo.clip_schedule")
+    _check(ppo.sde_sample_freq >= -1, f"{path}.ppo.sde_sample_freq", "-1 or more", ppo.sde_sample_freq)
+    _check(b.sac.sde_sample_freq >= -1, f"{path}.sac.sde_sample_freq", "-1 or more", b.sac.sde_sample_freq)
+    _check_ent_coef(b.sac.ent_coef, f"{path}.sac.ent_coef")
+    dqn = b.dqn
+    for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
+        value = getattr(dqn, name)
+        _check(0 <= value <= 1, f"{path}.dqn.{name}", "0 <= value <= 1", value)
+
+
 def validate(config: Config) -> Config:
     """Raise ConfigError for values no run could use; return the config unchanged."""
     flat = flatten(config)
@@ -693,6 +845,7 @@ def validate(config: Config) -> Config:
         config.agent.ac_data,
     )
     check_mpc(config.agent.mpc)
+    check_baseline(config.agent.baseline)
     _check(config.agent.pixel.frames >= 1, "agent.pixel.frames", "1 or more", config.agent.pixel.frames)
     _check(config.agent.pixel.layers >= 0, "agent.pixel.layers", "0 or more", config.agent.pixel.layers)
     _check(
@@ -841,6 +994,11 @@ def from_dict(data: Mapping[str, Any]) -> Config:
     return validate(from_nested(Config, _migrate(data)))
 
 
+# Agent kinds whose world model the size presets (size1m ... size400m) size: the others
+# get no size preset put first when none is named.
+SIZED_KINDS = ("dreamer",)
+
+
 def sets_model_size(presets: Sequence[str], overrides: Mapping[str, Any]) -> bool:
     """Whether the presets or overrides choose the model's size (its RSSM width)."""
     from dreamrl import presets as preset_table
@@ -864,10 +1022,16 @@ def build_config(
     base: Config | None = None,
     size: str | None = "auto",
 ) -> Config:
-    """Compose ``base`` (default: the paper's config), presets in order, then overrides.
+    """Compose ``base`` (default: the paper's config), the task's defaults, presets in
+    order, then overrides.
 
-    ``size="auto"`` puts :func:`hardware_size`'s preset first when nothing named
-    chooses the model size; ``size=None`` leaves the base's (the paper's 200M)."""
+    The task's defaults (:func:`dreamrl.presets.task_defaults`: RL Zoo's tuned
+    hyperparameters of a baseline for its task) sit under the presets and overrides, so
+    anything named wins over them. ``size="auto"`` puts :func:`hardware_size`'s preset
+    first when nothing named chooses the model size of an agent that has one
+    (:data:`SIZED_KINDS`); ``size=None`` leaves the base's (the paper's 200M)."""
+    from dreamrl.presets import task_defaults
+
     overrides = dict(overrides or {})
     for key in overrides:
         if key in MOVED:
@@ -875,8 +1039,12 @@ def build_config(
         if key in REMOVED:
             raise ConfigError(f"{key}: no longer a setting ({REMOVED[key]})")
     presets = list(presets)
-    if size == "auto" and base is None and not sets_model_size(presets, overrides):
+    start = base or Config()
+    named = replace(apply_presets(start, presets), overrides)  # what was asked for: its task and kind
+    sized = named.agent.kind in SIZED_KINDS
+    if size == "auto" and base is None and sized and not sets_model_size(presets, overrides):
         presets = [hardware_size(str(overrides.get("compute.device", "auto"))), *presets]
-    config = apply_presets(base or Config(), presets)
+    defaults = task_defaults(named)
+    config = apply_presets(replace(start, defaults) if defaults else start, presets)
     config = replace(config, overrides)
     return validate(config)

@@ -7,6 +7,7 @@ default and meaning, the keys that may change on resume, and every preset.
 from __future__ import annotations
 
 from dreamrl import config as cfglib
+from dreamrl.baselines.zoo import ZOO
 from dreamrl.config import Config
 from dreamrl.presets import PRESETS
 from dreamrl.run.resume import RESUMABLE
@@ -43,13 +44,32 @@ def config_reference() -> str:
         "",
         "`--preset a b` applies preset `a`, then `b`, then the command line's `key=value` items;",
         "a key that is a regex sets every field it fully matches. When nothing given sets",
-        "`agent.dyn.rssm.deter` (a size preset, or a preset such as `dmc_proprio` that sets it),",
-        "dreamrl puts `size1m` first on a CPU and `size200m` on a GPU.",
+        "`agent.dyn.rssm.deter` (a size preset, or a preset such as `dmc_proprio` that sets it)",
+        "for a DreamerV3 agent, dreamrl puts `size1m` first on a CPU and `size200m` on a GPU.",
         "",
         "| preset | sets |",
         "| --- | --- |",
     ]
     for name, table in PRESETS.items():
-        sets = ", ".join(f"`{k}={list(v) if isinstance(v, tuple) else v}`" for k, v in table.items())
-        lines.append(f"| `{name}` | {sets} |")
+        lines.append(f"| `{name}` | {_sets(table)} |")
+    lines += [
+        "",
+        "## Task defaults of the baselines (RL Zoo)",
+        "",
+        "A model-free baseline (`agent.kind` `ppo`, `sac`, `dqn`) starts from RL Baselines3 Zoo's",
+        "tuned hyperparameters where the Zoo has some for the task and its observations",
+        "(`agent.baseline.zoo`, on by default); they sit under every preset and `key=value`, so",
+        "anything named wins. Elsewhere stable-baselines3's defaults (the defaults above) apply.",
+        "",
+        "| kind | task | sets |",
+        "| --- | --- | --- |",
+    ]
+    for kind, tasks in ZOO.items():
+        for task, table in tasks.items():
+            shown = "any `atari:<game>`" if task == "atari" else f"`{task}` from state vectors"
+            lines.append(f"| `{kind}` | {shown} | {_sets(table)} |")
     return "\n".join(lines) + "\n"
+
+
+def _sets(table: dict[str, object]) -> str:
+    return ", ".join(f"`{k}={list(v) if isinstance(v, tuple) else v}`" for k, v in table.items())

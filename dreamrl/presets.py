@@ -2,12 +2,17 @@
 
 The size ladder and the domain presets are the official DreamerV3 ones (its
 ``configs.yaml``); keys that are regexes (``.*\\.units``) set every field they fully
-match, as the official presets do. ``debug`` and ``demo`` are dreamrl's own.
+match, as the official presets do. ``debug`` and ``demo`` are dreamrl's own; ``ppo``,
+``sac`` and ``dqn`` choose a model-free baseline, whose tuned settings for a task come from
+:func:`task_defaults`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dreamrl.config import Config
 
 Preset = dict[str, Any]
 
@@ -173,7 +178,30 @@ MISTAKES: dict[str, Preset] = {
 }
 
 
-PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS, **ACTING, **MISTAKES}
+# The model-free baselines of stable-baselines3 (docs/baselines.md), trained through the
+# same envs and evaluated as a Dreamer run is: PPO for any action space, SAC for continuous
+# and DQN for discrete ones. Their hyperparameters are SB3's defaults, or RL Zoo's tuned ones
+# for the task where it has some (task_defaults). They have no world model to diagnose.
+BASELINES: dict[str, Preset] = {
+    "ppo": {"agent.kind": "ppo", "run.diagnose": False},
+    "sac": {"agent.kind": "sac", "run.diagnose": False},
+    "dqn": {"agent.kind": "dqn", "run.diagnose": False},
+}
+
+
+PRESETS: dict[str, Preset] = {**SIZES, **DOMAINS, **OWN, **WORLD_MODELS, **ACTING, **MISTAKES, **BASELINES}
+
+
+def task_defaults(config: Config) -> Preset:
+    """Settings the agent ``config`` names takes on its task unless a preset or override
+    says otherwise: RL Zoo's tuned hyperparameters of a baseline, where the Zoo has some for
+    the task and its observations (``agent.baseline.zoo``; :mod:`dreamrl.baselines.zoo`)."""
+    if not config.agent.baseline.zoo:
+        return {}
+    from dreamrl.baselines.zoo import tuned
+
+    return tuned(config.agent.kind, config.task, pixels=config.env.pixels)
+
 
 # What `--preset demo` was measured to do, said to a user who named no preset.
 DEMO_RESULT = (

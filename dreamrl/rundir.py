@@ -11,6 +11,8 @@ A run dir is what ``dreamrl train --logdir DIR`` writes::
                                      loop.safetensors, manifest.json (written last);
                                      from N ranks also loop-rank<r>.json and
                                      loop-rank<r>.safetensors for r = 1 .. N-1
+                                     a baseline's: agent.json, model.zip (SB3's),
+                                     replay_buffer.npz (off-policy), loop.json, manifest.json
     DIR/eval/eval-<step>.json        results of ``dreamrl eval``
     DIR/diagnostics/                 diagnose-<step>.json and its pictures
     DIR/whatif/                      counterfactuals of ``dreamrl whatif``
@@ -43,6 +45,8 @@ CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
 PARTIAL_CHECKPOINT_PREFIX = ".tmp-ckpt-"  # a save in progress, renamed into place when whole
 AGENT_META = "agent.json"
 AGENT_WEIGHTS = "agent.safetensors"
+BASELINE_MODEL = "model.zip"  # a model-free baseline's SB3 model, in SB3's own format
+BASELINE_REPLAY = "replay_buffer.npz"  # an off-policy baseline's replay buffer, plain arrays
 LOOP_STATE = "loop.json"
 LOOP_TENSORS = "loop.safetensors"
 MANIFEST = "manifest.json"

@@ -14,6 +14,6 @@ def test_dreamer_kind_trains_with_dreamrls_loop():
 
 
 def test_unknown_kind_is_refused_naming_the_known_ones():
-    with pytest.raises(ValueError, match="agent.kind") as info:
+    with pytest.raises(ValueError, match=r"agent\.kind") as info:
         build_config(["debug"], {"agent.kind": "nosuch"})
     assert all(name in str(info.value) for name in TRAINERS)

@@ -521,6 +521,11 @@ class DreamerAgent:
         if meta.get("format", 0) > AGENT_FORMAT:
             raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
         config = from_dict(meta["config"])
+        if config.agent.kind != "dreamer":
+            raise ValueError(
+                f"{directory} holds a {config.agent.kind} agent, not a DreamerV3 one: load it with "
+                "dreamrl.agents.load_agent"
+            )
         if act is not None:
             config = validate(replace_config(config, {"agent.act": act}))
         obs_space = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dreamrl import config as cfglib
 from dreamrl.config import Config, ConfigError
@@ -13,7 +13,8 @@ from dreamrl.presets import PRESETS
 from dreamrl.rundir import LOOP_STATE, RunDir
 
 if TYPE_CHECKING:
-    from dreamrl.agent import Agent
+    from dreamrl.agents.base import Agent
+    from dreamrl.agents.dreamer import DreamerAgent
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
@@ -80,20 +81,33 @@ def checkpoint_env_steps(ckpt: Path) -> int | None:
 
 def load_agent(logdir: Path, act: str | None = None) -> tuple[Agent, Path, int | None]:
     """The agent ``--logdir`` names (a checkpoint dir, or a run dir's newest good
-    checkpoint), acting by ``act`` when given (``agent.act``), the checkpoint dir it came
-    from and the env steps it was saved at. A run
-    in training meanwhile may prune that checkpoint while it is read: the next newest is
-    read then. A dir that holds no agent is a ConfigError (exit status 2)."""
-    from dreamrl.agent import Agent
+    checkpoint), of whatever kind it is (:func:`dreamrl.agents.load_agent`), acting by
+    ``act`` when given (``agent.act``), the checkpoint dir it came from and the env steps it
+    was saved at. A run in training meanwhile may prune that checkpoint while it is read:
+    the next newest is read then. A dir that holds no agent is a ConfigError (exit status 2)."""
+    from dreamrl.agents import load_agent as load_any
     from dreamrl.run.checkpoint import read_newest
 
     def read(ckpt: Path) -> tuple[Agent, Path, int | None]:
-        return Agent.load(ckpt, act=act), ckpt, checkpoint_env_steps(ckpt)
+        return load_any(ckpt, act=act), ckpt, checkpoint_env_steps(ckpt)
 
     try:
         return read_newest(Path(logdir), read)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
+
+
+def load_world_model_agent(logdir: Path) -> tuple[DreamerAgent, Path, int | None]:
+    """As :func:`load_agent`, for the commands that look inside a world model
+    (``diagnose``, ``whatif``): an agent without one (a model-free baseline) is a
+    ConfigError naming its kind."""
+    agent, ckpt, env_steps = load_agent(logdir)
+    if getattr(agent, "wm", None) is None:
+        raise ConfigError(
+            f"--logdir {logdir}: it holds a {agent.config.agent.kind} agent, which has no world model "
+            "to diagnose or imagine with"
+        )
+    return cast("DreamerAgent", agent), ckpt, env_steps
 
 
 def output_run_dir(logdir: Path) -> RunDir:

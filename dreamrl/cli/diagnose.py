@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dreamrl.cli.common import load_agent, output_run_dir
+from dreamrl.cli.common import load_world_model_agent, output_run_dir
 from dreamrl.rundir import diagnosis_name
 
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from dreamrl.diagnostics import run_diagnostics
     from dreamrl.diagnostics.record import diagnostic_seeds, record_episodes
 
-    agent, _, env_steps = load_agent(args.logdir)
+    agent, _, env_steps = load_world_model_agent(args.logdir)
     out = Path(args.out) if args.out is not None else output_run_dir(args.logdir).diagnostics
     result = record_episodes(agent, diagnostic_seeds(agent.config.seed, args.seed, args.episodes))
     step = env_steps or 0

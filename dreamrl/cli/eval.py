@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         "ci_low": ci_low,
         "ci_high": ci_high,
         "confidence": stats["confidence"],
+        "agent": config.agent.kind,
         "act": config.agent.act,
-        **agent.plan_stats.summary(),
+        # Figures of the planner, from an agent that plans (mpc/*; none otherwise).
+        **(plans.summary() if (plans := getattr(agent, "plan_stats", None)) is not None else {}),
     }
     print(
         f"{config.task}: return {result.mean:.2f} ± {result.std:.2f} over {len(result.returns)} "

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dreamrl.cli.common import load_agent, output_run_dir
+from dreamrl.cli.common import load_world_model_agent, output_run_dir
 
 if TYPE_CHECKING:
     from dreamrl.spaces import Space
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from dreamrl.diagnostics import whatif
     from dreamrl.diagnostics.record import diagnostic_seeds, record_episodes, write_whatif
 
-    agent, _, env_steps = load_agent(args.logdir)
+    agent, _, env_steps = load_world_model_agent(args.logdir)
     out = Path(args.out) if args.out is not None else output_run_dir(args.logdir).whatif
     episode = record_episodes(agent, diagnostic_seeds(agent.config.seed, args.seed, 1)).episodes[0]
     length = len(episode["reward"])

@@ -30,6 +30,9 @@ def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, fl
     def hook(agent: Agent, result: EvalResult, step: int) -> dict[str, float] | None:
         from dreamrl.diagnostics import run_diagnostics
 
+        if getattr(agent, "wm", None) is None:
+            return None  # an agent without a world model (a model-free baseline): nothing to diagnose
+
         d = run_diagnostics(agent, result.episodes, RunDir(run_dir).diagnostics, step)
         if d is None:
             return None  # every episode was shorter than one window

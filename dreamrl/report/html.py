@@ -78,8 +78,22 @@ class Run:
         return str(self.config.get("task", "?"))
 
     @property
+    def kind(self) -> str:
+        """``agent.kind`` of the run (runs from before the setting were DreamerV3's)."""
+        agent = self.config.get("agent")
+        return str(agent.get("kind", "dreamer")) if isinstance(agent, dict) else "dreamer"
+
+    @property
+    def has_world_model(self) -> bool:
+        """Whether the run learned a world model: a model-free baseline did not."""
+        return self.kind == "dreamer"
+
+    @property
     def world_model(self) -> str:
-        """``agent.wm`` of the run (runs from before the setting used the RSSM)."""
+        """``agent.wm`` of the run (runs from before the setting used the RSSM); ``none``
+        and the kind for a model-free baseline."""
+        if not self.has_world_model:
+            return f"none ({self.kind})"
         agent = self.config.get("agent")
         return str(agent.get("wm", "rssm")) if isinstance(agent, dict) else "rssm"
 
@@ -539,6 +553,9 @@ def _diagnostics(runs: Sequence[Run]) -> str:
         found = _newest_json(folder, problems) if folder.is_dir() else None
         parts.append(f"<h3>{esc(run.label)}</h3>")
         parts.extend(_absent(f"Could not read {p}") for p in problems)
+        if found is None and not run.has_world_model:
+            parts.append(_absent(f"No diagnostics: a {run.kind} baseline has no world model."))
+            continue
         if found is None:
             parts.append(_absent(f"No diagnostics: {folder} holds no *.json (run `dreamrl diagnose`)."))
             continue
@@ -591,6 +608,9 @@ def _whatifs(runs: Sequence[Run]) -> str:
             if folder.is_dir()
             else []
         )
+        if not files and not run.has_world_model:
+            parts.append(_absent(f"No counterfactuals: a {run.kind} baseline has no world model."))
+            continue
         if not files:
             parts.append(_absent(f"No counterfactuals: {folder} holds no *.json (run `dreamrl whatif`)."))
             continue
