@@ -200,3 +200,78 @@ def test_evaluation_acts_deterministically_unless_run_eval_sample(tmp_path):
         collecting = 40 // config.run.envs
         assert not any(modes[:collecting])  # collection samples
         assert modes[collecting:] and all(m is (not sample) for m in modes[collecting:])
+
+
+class MeasuringAgent(DummyAgent):
+    """The dummy with ``policy_metrics``: how many policy calls, and how many of them
+    deterministic (evaluation's), since the last read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unread = 0
+
+    def policy(self, obs, state, deterministic=False):
+        self.unread += 1
+        return super().policy(obs, state, deterministic)
+
+    def policy_metrics(self):
+        calls, self.unread = self.unread, 0
+        evaluating = sum(self.deterministic[len(self.deterministic) - calls :]) if calls else 0
+        return {"act/calls": float(calls), "act/deterministic": float(evaluating)} if calls else {}
+
+
+def test_what_acting_measured_is_logged_apart_for_collection_and_evaluation(tmp_path):
+    """The loop drains ``policy_metrics`` into its log records, and before and after each
+    evaluation, so that evaluation's acting lands in the evaluation's record only; an
+    agent without the method logs nothing of the kind."""
+    config = build_config(
+        ["debug"],
+        {"task": "tiny", "run.steps": 120, "run.eval_every": 60, "run.log_every": 0, "run.train_ratio": 8},
+    )
+    loggers: list[ListLogger] = []
+
+    def logger(run_dir):
+        loggers.append(ListLogger())
+        return loggers[-1]
+
+    agents: list[DummyAgent] = []
+
+    def make(kind):
+        def build(*args, **kwargs):
+            agents.append(kind(*args, **kwargs))
+            return agents[-1]
+
+        return build
+
+    train(
+        config,
+        tmp_path / "measuring",
+        tiny,
+        make(MeasuringAgent),
+        make_replay,
+        logger,
+        out=io.StringIO(),
+        progress=False,
+    )
+    records = [m for _, m in loggers[-1].records]
+    collected = [m for m in records if "act/calls" in m]
+    evaluated = [m for m in records if "eval/act/calls" in m]
+    assert collected and all(m["act/deterministic"] == 0 for m in collected)
+    assert len(evaluated) == 2 and all(
+        m["eval/act/deterministic"] == m["eval/act/calls"] > 0 for m in evaluated
+    )
+    assert (
+        sum(m["act/calls"] for m in collected) + sum(m["eval/act/calls"] for m in evaluated)
+        == agents[-1].policy_calls
+    )
+    train(
+        config,
+        tmp_path / "plain",
+        tiny,
+        make(DummyAgent),
+        make_replay,
+        logger,
+        out=io.StringIO(),
+        progress=False,
+    )
+    assert not any(k.startswith(("act/", "eval/act/")) for _, m in loggers[-1].records for k in m)

@@ -24,6 +24,7 @@ from dreamrl.behaviors.mpc import (
     plan_action,
     reset_plan,
     score,
+    score_parts,
     shift,
     shooting,
 )
@@ -357,3 +358,27 @@ def test_plans_through_a_dreamrl_world_model(discrete: bool) -> None:
             assert torch.equal(action.sum(-1), torch.ones(n))
         else:
             assert (action.abs() <= 1).all()
+
+
+# ----------------------------------------------------------------------------- what the plan promised
+
+
+def test_the_planned_rewards_are_the_return_without_the_value() -> None:
+    model = Point(target=0.0, value_slope=2.0, cont=0.9)
+    feat = torch.tensor([[[5.0], [1.0], [-2.0], [3.0]]])
+    ret, rewards = score_parts(model, feat, True)
+    assert torch.equal(ret, score(model, feat, True))
+    assert torch.allclose(rewards, score(model, feat, False))
+    # Each planner reports both for the sequence it acts on: with continue 1 the
+    # difference is the value at the horizon, x_H = x_0 + the sum of the actions.
+    valued = Point(value_slope=1.0)
+    cfg = MPCConfig()
+    _, plan, info = mppi(STARTS, valued, cfg, fresh(5, cfg), gen(), deterministic=True)
+    assert torch.allclose(info.ret - info.rewards, (STARTS + plan.mean.sum(1))[:, 0], atol=1e-5)
+    _, plan, info = shooting(
+        STARTS, Point(discrete=True, value_slope=1.0), cfg, fresh(5, cfg, 3), gen(), True
+    )
+    assert torch.allclose(info.ret - info.rewards, (STARTS + (plan.mean @ MOVES[:, None]).sum(1))[:, 0])
+    planet = MPCConfig.planet()
+    _, _, info = cem(STARTS, valued, planet, fresh(5, planet), gen())
+    assert torch.equal(info.ret, info.rewards)  # rewards only

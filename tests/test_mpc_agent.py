@@ -58,9 +58,10 @@ def test_planning_carries_its_plan_and_is_deterministic_for_a_seed(act_space, tm
         MPCConfig().horizon,
         3 if act_space.discrete else 2,
     )
-    stats = agent.plan_stats.summary()
-    assert stats["mpc/ms_per_call"] > 0 and stats["mpc/differs_from_actor"] >= 0
-    assert agent.plan_stats.summary() == {}  # read and reset
+    stats = agent.policy_metrics()
+    assert stats["mpc/ms_per_call"] > 0 and 0 <= stats["mpc/differs_from_actor"] <= 1
+    assert stats["mpc/differs_by"] >= 0
+    assert agent.policy_metrics() == {}  # read and reset
 
 
 def test_the_plan_is_part_of_the_checkpointed_policy_state():
@@ -79,7 +80,7 @@ def test_the_actor_agent_carries_no_plan():
     agent = Agent(config, VECTOR, Space("int32", (), 3))
     _, state = agent.policy(observations(2, 1)[0], None, True)
     assert state.plan is None and "policy.plan" not in agent.policy_state_tensors(state)
-    assert agent.plan_stats.summary() == {}
+    assert agent.policy_metrics() == {}
 
 
 def test_eval_act_mpc_plans_with_any_checkpoint_and_keeps_the_actors_result(tmp_path, capsys):
@@ -93,6 +94,10 @@ def test_eval_act_mpc_plans_with_any_checkpoint_and_keeps_the_actors_result(tmp_
     assert "Planned (shooting, horizon 3)" in out
     planned = json.loads(out.strip().splitlines()[-1])
     assert planned["act"] == "mpc" and planned["mpc/planned_steps_per_s"] > 0
+    # CartPole pays 1 a step: every window the planner's horizon closed whole received 1 + g + g^2.
+    gamma = 1 - 1 / 333
+    assert planned["mpc/horizon_windows"] > 0 and "Rewards over the next 3 steps" in out
+    assert planned["mpc/horizon_received"] == pytest.approx(1 + gamma + gamma**2)
     saved = [p.name for p in RunDir(logdir).evals.iterdir()]
     assert len(saved) == 1 and saved[0].endswith("-mpc.json")
     assert main([*evaluate, "--act", "mpc"]) == 0  # deterministic for the seed
@@ -102,3 +107,39 @@ def test_eval_act_mpc_plans_with_any_checkpoint_and_keeps_the_actors_result(tmp_
     actor = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert actor["act"] == "actor" and "mpc/ms_per_call" not in actor
     assert len(list(RunDir(logdir).evals.iterdir())) == 2  # the actor's beside the planner's
+
+
+def test_planned_rewards_are_matched_with_the_rewards_that_follow():
+    agent = make_agent(Space("float32", (2,)))
+    gamma = 1 - 1 / agent.config.agent.horizon
+    none = np.zeros(2, bool)
+    state = None
+    for t, o in enumerate(observations(2, 6)):
+        step = {
+            **o,
+            "reward": np.full(2, 0.0 if t == 0 else 1.0, np.float32),
+            "is_last": none,
+            "is_terminal": none,
+        }
+        _, state = agent.policy(step, state, deterministic=False)
+    out = agent.policy_metrics()
+    # Six steps: the windows of the first three closed whole (horizon 3), two envs each.
+    assert out["mpc/horizon_windows"] == 6
+    assert out["mpc/horizon_received"] == pytest.approx(1 + gamma + gamma**2)
+    assert np.isfinite(out["mpc/horizon_planned"])
+    assert out["mpc/horizon_error"] == pytest.approx(out["mpc/horizon_planned"] - out["mpc/horizon_received"])
+    assert state.windows.open.all()  # the last three steps' windows wait for their rewards
+    back = agent.policy_state_from_tensors(agent.policy_state_tensors(state))
+    assert torch.equal(back.windows.planned, state.windows.planned)
+    assert torch.equal(back.windows.open, state.windows.open)
+    assert agent.select_rows(state, torch.tensor([1])).windows.open.shape == (1, 3)
+    assert agent.policy_metrics() == {}  # read and reset
+
+
+def test_acting_without_rewards_plans_but_matches_nothing():
+    agent = make_agent(Space("float32", (2,)))
+    _, state = agent.act({"vector": np.zeros(3, np.float32)})
+    _, state = agent.act({"vector": np.ones(3, np.float32)}, state)
+    assert state.windows is None and state.plan is not None
+    out = agent.policy_metrics()
+    assert out["mpc/ms_per_call"] > 0 and "mpc/horizon_windows" not in out

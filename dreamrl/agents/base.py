@@ -84,6 +84,11 @@ class Agent(Protocol):
         """The state of the envs ``rows`` only (evaluation drops envs that finished)."""
         ...
 
+    # Optional, and so not a member the isinstance check asks for:
+    #   policy_metrics() -> dict[str, float]: what acting has measured since the last call
+    #   (an agent that plans: its cost, how far it departs from its actor, how well its
+    #   plans came true), reset by reading; read through policy_metrics(agent) below.
+
 
 class Replica(Protocol):
     """What a data-parallel agent asks of the ranks it trains with
@@ -126,3 +131,11 @@ class DataParallel(Protocol):
     def restore_replica(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Take back what :meth:`replica_tensors` gave."""
         ...
+
+
+def policy_metrics(agent: Any) -> dict[str, float]:
+    """``agent.policy_metrics()``, drained: the metrics its :meth:`Agent.policy` calls
+    gathered since the last read (``mpc/*`` for an agent that plans); ``{}`` for an
+    agent without the method, which measures nothing while it acts."""
+    read = getattr(agent, "policy_metrics", None)
+    return dict(read()) if read is not None else {}

@@ -37,11 +37,20 @@ from dreamrl.behaviors.actor_critic import (
     imagined_continue,
     repl_loss,
 )
-from dreamrl.behaviors.mpc import DreamerPlanModel, Plan, PlanStats, initial_plan, plan_action, reset_plan
+from dreamrl.behaviors.mpc import DreamerPlanModel, Plan, PlanInfo, initial_plan, plan_action, reset_plan
+from dreamrl.behaviors.plan_stats import (
+    PlanStats,
+    ReturnWindows,
+    compare_to_actor,
+    empty_windows,
+    open_windows,
+    receive,
+)
 from dreamrl.config import Config, from_dict, to_dict, validate
 from dreamrl.config_tree import replace as replace_config
 from dreamrl.devices import resolve_device
 from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.nets.heads import ActionDist
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
 from dreamrl.precision import bfloat16_is_native, compute_dtype, to_compute_dtype
@@ -60,6 +69,8 @@ class PolicyState(NamedTuple):
     model: State  # the world model's state
     action: torch.Tensor  # previous action, model format [N, A]
     plan: torch.Tensor | None = None  # agent.act=mpc: the planner's last plan [N, H, A]
+    # agent.act=mpc: the planned steps whose next H rewards are still coming (plan_stats.py)
+    windows: ReturnWindows | None = None
 
 
 class DreamerAgent:
@@ -364,7 +375,7 @@ class DreamerAgent:
         state = state or self.init_state(n)
         tensors = {k: torch.as_tensor(np.asarray(obs[k]), device=self.device) for k in self.obs_space}
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
-        plan = state.plan
+        plan, windows = state.plan, state.windows
         with self.autocast():
             model = self.wm.observe_step(
                 state.model, state.action, tensors, is_first, sample=not deterministic, generator=self.act_gen
@@ -373,24 +384,26 @@ class DreamerAgent:
             if self.planner is None:
                 action = dist.mode() if deterministic else dist.sample(self.act_gen)
             else:
-                action, plan = self._plan(model, plan, is_first, dist.mode(), deterministic)
+                action, plan, info = self._plan(model, plan, is_first, dist, deterministic)
+                windows = self._match(windows, obs, is_first, info.rewards)
         if self.act_space.discrete:
             out = action.argmax(-1).to(torch.int32).cpu().numpy()
         else:
             action = action.clamp(-1, 1)
             out = action.cpu().numpy().astype(np.float32)
-        return out, PolicyState(model, action, plan)
+        return out, PolicyState(model, action, plan, windows)
 
     def _plan(
         self,
         model: State,
         plan: torch.Tensor | None,
         is_first: torch.Tensor,
-        actor_action: torch.Tensor,
+        actor: ActionDist,
         deterministic: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The planner's action ``[N, A]`` from the world-model states ``model [N, ...]``
-        and its new plan; the planner's statistics against the actor's ``actor_action``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, PlanInfo]:
+        """The planner's action ``[N, A]`` from the world-model states ``model [N, ...]``,
+        its new plan and what it says of it; its time and its departure from the actor's
+        distribution ``actor`` go into :attr:`plan_stats`."""
         assert self.planner is not None
         cfg = self.config.agent.mpc
         n = len(is_first)
@@ -398,16 +411,52 @@ class DreamerAgent:
         previous = (
             Plan(plan)
             if plan is not None
-            else initial_plan(n, cfg.horizon, actor_action.shape[-1], self.device)
+            else initial_plan(n, cfg.horizon, action_width(self.act_space), self.device)
         )
         previous = reset_plan(previous, is_first)
         action, new_plan, info = plan_action(model, self.planner, cfg, previous, self.act_gen, deterministic)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.plan_stats.add(
-            time.perf_counter() - start, action, actor_action, info.ret, self.act_space.discrete
-        )
-        return action, new_plan.mean
+        seconds = time.perf_counter() - start
+        differs, gap = compare_to_actor(action, actor, self.act_space.discrete)
+        self.plan_stats.add(seconds, differs, gap, info.ret)
+        return action, new_plan.mean, info
+
+    def _match(
+        self,
+        windows: ReturnWindows | None,
+        obs: Mapping[str, np.ndarray],
+        is_first: torch.Tensor,
+        planned: torch.Tensor,
+    ) -> ReturnWindows | None:
+        """Set the rewards that arrived with ``obs`` against the planned ones whose
+        horizon they complete (:mod:`dreamrl.behaviors.plan_stats`), and open a window
+        for this step's plan, ``planned [N]``. None, matching nothing, for a caller that
+        passes no rewards (:meth:`act`)."""
+        if "reward" not in obs:
+            return None
+        cfg = self.config.agent
+        n = len(is_first)
+        if windows is None:
+            windows = empty_windows(n, cfg.mpc.horizon, self.device)
+        dev = self.device
+        reward = torch.as_tensor(np.asarray(obs["reward"]), device=dev)
+        flags = [
+            torch.as_tensor(np.asarray(obs[k]), device=dev)
+            if k in obs
+            else torch.zeros(n, dtype=torch.bool, device=dev)
+            for k in ("is_last", "is_terminal")
+        ]
+        windows, planned_done, received = receive(windows, reward, is_first, *flags, 1 - 1 / cfg.horizon)
+        self.plan_stats.add_windows(planned_done, received)
+        return open_windows(windows, planned, ~flags[0].bool())
+
+    def policy_metrics(self) -> dict[str, float]:
+        """What acting has cost and shown since the last call, ``mpc/*`` (see
+        :class:`~dreamrl.behaviors.plan_stats.PlanStats`), and starts afresh; empty when
+        the agent acts with the actor. The training loop logs these with its collection
+        metrics, and ``dreamrl eval`` prints them."""
+        return self.plan_stats.summary()
 
     def act(
         self, obs: Any, state: PolicyState | None = None, deterministic: bool = True
@@ -544,9 +593,12 @@ class DreamerAgent:
 
     def policy_state_tensors(self, state: PolicyState) -> dict[str, torch.Tensor]:
         """``state`` as the tensors a loop checkpoint holds (``policy.*``)."""
-        model, action, plan = state
-        plan_items = {"policy.plan": plan} if plan is not None else {}
-        return {**state_items(model, "policy."), "policy.action": action, **plan_items}
+        out = {**state_items(state.model, "policy."), "policy.action": state.action}
+        if state.plan is not None:
+            out["policy.plan"] = state.plan
+        if state.windows is not None:
+            out.update(state_items(state.windows, "policy.windows."))
+        return out
 
     def policy_state_from_tensors(self, tensors: Mapping[str, torch.Tensor]) -> PolicyState | None:
         """The state :meth:`policy_state_tensors` wrote, on this agent's device; None if absent."""
@@ -555,10 +607,14 @@ class DreamerAgent:
         dev = self.device
         items = {k: v.to(dev) for k, v in tensors.items() if k.startswith("policy.")}
         model = state_from_items(self.wm.initial(1, dev), items, "policy.")
-        return PolicyState(model, items["policy.action"], items.get("policy.plan"))
+        windows = None
+        if "policy.windows.open" in items:
+            windows = state_from_items(empty_windows(1, 1, dev), items, "policy.windows.")
+        return PolicyState(model, items["policy.action"], items.get("policy.plan"), windows)
 
     def select_rows(self, state: PolicyState, rows: torch.Tensor) -> PolicyState:
         """The states of envs ``rows`` ``[M]`` of ``state`` ``[N, ...]``."""
         rows = rows.to(self.device)
         plan = state.plan[rows] if state.plan is not None else None
-        return PolicyState(map_state(lambda t: t[rows], state.model), state.action[rows], plan)
+        windows = state.windows.select(rows) if state.windows is not None else None
+        return PolicyState(map_state(lambda t: t[rows], state.model), state.action[rows], plan, windows)

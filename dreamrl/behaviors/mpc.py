@@ -16,7 +16,8 @@ The planners are pure functions: everything carried from one env step to the nex
 ``generator`` passed in. They see the world through :class:`PlanModel`, which
 :class:`DreamerPlanModel` builds from a :class:`~dreamrl.world_models.base.WorldModel`
 and an :class:`~dreamrl.behaviors.actor_critic.ActorCritic`; a hand-made model with the
-same five members plans just as well (the tests use exact toy dynamics).
+same five members plans just as well (the tests use exact toy dynamics). What planning
+costs and how its plans come true is measured by :mod:`dreamrl.behaviors.plan_stats`.
 
 Shapes: ``N`` envs, ``S`` candidate sequences per env, ``H`` steps, ``A`` action width,
 ``F`` feature width. Candidates are held as ``[N, S, H, A]`` and evaluated flattened,
@@ -31,6 +32,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from dreamrl.behaviors.actor_critic import ActorCritic, imagined_continue
+from dreamrl.behaviors.plan_stats import PlanStats
 from dreamrl.config import MPCConfig
 from dreamrl.world_models.base import Policy, State, WorldModel, map_state
 
@@ -108,57 +110,6 @@ class DreamerPlanModel:
         return self.ac.actor(feat)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class PlanStats:
-    """What planning cost and changed over the steps since the last :meth:`summary`:
-    seconds per planned step, how often the planner's first action differs from the
-    actor's (discrete: another action; continuous: the mean absolute difference), and
-    the returns the planner promised for the sequences it acted on."""
-
-    steps: int = 0  # env steps planned (N envs planned together count N)
-    calls: int = 0
-    seconds: float = 0.0
-    differ: float = 0.0  # summed per env step: 1/0 (discrete) or mean |a - a_actor| (continuous)
-    planned: float = 0.0  # planned returns, summed per env step
-
-    def add(
-        self,
-        seconds: float,
-        action: torch.Tensor,
-        actor_action: torch.Tensor,
-        planned_return: torch.Tensor,
-        discrete: bool,
-    ) -> None:
-        """One planning call over ``N`` envs: actions ``[N, A]`` (model format), returns ``[N]``."""
-        n = len(action)
-        self.steps += n
-        self.calls += 1
-        self.seconds += seconds
-        if discrete:
-            self.differ += float((action.argmax(-1) != actor_action.argmax(-1)).float().sum())
-        else:
-            self.differ += float((action.float() - actor_action.float()).abs().mean(-1).sum())
-        self.planned += float(planned_return.float().sum())
-
-    def summary(self, reset: bool = True) -> dict[str, float]:
-        """``mpc/*`` figures (empty when nothing was planned); starts afresh when ``reset``."""
-        if not self.calls:
-            return {}
-        out = {
-            "mpc/ms_per_call": 1000 * self.seconds / self.calls,
-            "mpc/planned_steps_per_s": self.steps / self.seconds if self.seconds else float("inf"),
-            "mpc/differs_from_actor": self.differ / self.steps,
-            "mpc/planned_return": self.planned / self.steps,
-        }
-        if reset:
-            self.steps = self.calls = 0
-            self.seconds = self.differ = self.planned = 0.0
-        return out
-
-
 # ----------------------------------------------------------------------------- plans
 
 
@@ -174,6 +125,7 @@ class PlanInfo(NamedTuple):
     ret: torch.Tensor  # [N] the planned return (:func:`score`) of the chosen sequence
     first: torch.Tensor  # [N, A] the chosen sequence's first action, before exploration noise
     std: torch.Tensor  # [N, A] the proposal's std at the first step (zeros for shooting)
+    rewards: torch.Tensor  # [N] its predicted discounted rewards alone, without the value (score_parts)
 
 
 def initial_plan(n: int, horizon: int, action_dim: int, device: torch.device | str | None = None) -> Plan:
@@ -210,15 +162,22 @@ def score(model: PlanModel, feat: torch.Tensor, use_value: bool) -> torch.Tensor
     by every candidate from one start) are not counted, and the value at the horizon is
     weighted by ``c_H`` too: it counts only if the episode goes on after state H.
     """
+    return score_parts(model, feat, use_value)[0]
+
+
+def score_parts(model: PlanModel, feat: torch.Tensor, use_value: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`score` ``[M]`` and its first term alone, the predicted discounted rewards
+    over the horizon ``[M]`` (what the env can pay back within ``H`` steps, set against
+    the rewards received by :mod:`dreamrl.behaviors.plan_stats`)."""
     nxt = feat[:, 1:]
     rew = model.reward(nxt).float()  # [M, H]
     cont = model.cont(nxt).float()  # [M, H]
     alive = torch.cumprod(cont, 1)
     before = torch.cat([torch.ones_like(alive[:, :1]), alive[:, :-1]], 1)
-    ret = (before * rew).sum(1)
-    if use_value:
-        ret = ret + alive[:, -1] * model.value(feat[:, -1]).float()
-    return ret
+    rewards = (before * rew).sum(1)
+    if not use_value:
+        return rewards, rewards
+    return rewards + alive[:, -1] * model.value(feat[:, -1]).float(), rewards
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -231,11 +190,13 @@ def _repeat(start: State, times: int) -> State:
 
 def _evaluate(
     start: State, model: PlanModel, actions: torch.Tensor, use_value: bool, gen: torch.Generator | None
-) -> torch.Tensor:
-    """Returns ``[N, S]`` of the candidates ``actions [N, S, H, A]`` from ``start [N, ...]``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`score_parts` ``[N, S]`` of the candidates ``actions [N, S, H, A]`` from
+    ``start [N, ...]``: all ``N*S`` imagined in one batch."""
     N, S, H, _ = actions.shape
     feat, _ = model.imagine(_repeat(start, S), actions.flatten(0, 1), H, gen)
-    return score(model, feat, use_value).view(N, S).nan_to_num(0.0)
+    ret, rewards = score_parts(model, feat, use_value)
+    return ret.view(N, S).nan_to_num(0.0), rewards.view(N, S).nan_to_num(0.0)
 
 
 def _actor_rollouts(
@@ -269,6 +230,17 @@ def _check(plan: Plan, cfg: MPCConfig) -> None:
 # ----------------------------------------------------------------------------- planners
 
 
+class _Refined(NamedTuple):
+    """What :func:`_refine` ends with."""
+
+    mean: torch.Tensor  # [N, H, A] the final mean
+    std: torch.Tensor  # [N, H, A] the final std
+    elites: torch.Tensor  # [N, K, H, A] the last iteration's elites
+    ret: torch.Tensor  # [N, K] their returns
+    rewards: torch.Tensor  # [N, K] their predicted rewards alone (score_parts)
+    weights: torch.Tensor  # [N, K] their weights
+
+
 def _refine(
     start: State,
     model: PlanModel,
@@ -277,10 +249,9 @@ def _refine(
     gen: torch.Generator | None,
     weighted: bool,
     use_value: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The iterations shared by MPPI and CEM. Returns the final mean and std
-    ``[N, H, A]``, the last iteration's elites ``[N, K, H, A]``, their returns and their
-    weights ``[N, K]`` (the mean itself as the one elite when ``iterations == 0``)."""
+) -> _Refined:
+    """The iterations shared by MPPI and CEM (the mean itself as the one elite when
+    ``iterations == 0``)."""
     _check(plan, cfg)
     mean = (shift(plan).mean if cfg.warm_start else torch.zeros_like(plan.mean)).clamp(-1, 1)
     N, H, A = mean.shape
@@ -288,13 +259,14 @@ def _refine(
     S, P, K = cfg.samples, cfg.policy_samples, cfg.elites
     pi = _actor_rollouts(start, model, P, H, gen)[0] if P > 0 else mean.new_zeros(N, 0, H, A)
     elites = mean[:, None]
-    elite_ret = torch.zeros(N, 1, device=mean.device)
+    elite_ret = elite_rew = torch.zeros(N, 1, device=mean.device)
     weights = torch.ones_like(elite_ret)
     for _ in range(cfg.iterations):
         noise = _randn((N, S - P, H, A), mean, gen)
         actions = torch.cat([pi.to(mean.dtype), (mean[:, None] + std[:, None] * noise).clamp(-1, 1)], 1)
-        ret = _evaluate(start, model, actions, use_value, gen)  # [N, S]
+        ret, rew = _evaluate(start, model, actions, use_value, gen)  # [N, S]
         elite_ret, idx = ret.topk(K, dim=1)
+        elite_rew = rew.gather(1, idx)
         elites = _gather(actions, idx)
         if weighted:  # exp(temperature * (R - max R)), normalised
             weights = torch.softmax(cfg.temperature * elite_ret, 1)
@@ -304,8 +276,19 @@ def _refine(
         mean = (w * elites).sum(1)
         std = (w * (elites - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, cfg.max_std)
     if cfg.iterations == 0:
-        elite_ret = _evaluate(start, model, elites, use_value, gen)
-    return mean, std, elites, elite_ret, weights
+        elite_ret, elite_rew = _evaluate(start, model, elites, use_value, gen)
+    return _Refined(mean, std, elites, elite_ret, elite_rew, weights)
+
+
+def _score_mean(
+    start: State, model: PlanModel, cfg: MPCConfig, r: _Refined, use_value: bool, gen: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`score_parts` ``[N]`` of the final mean sequence (scored once more, unless
+    it is the one elite already scored)."""
+    if cfg.iterations == 0:
+        return r.ret[:, 0], r.rewards[:, 0]
+    ret, rew = _evaluate(start, model, r.mean[:, None], use_value, gen)
+    return ret[:, 0], rew[:, 0]
 
 
 def mppi(
@@ -332,21 +315,16 @@ def mppi(
     Returns ``(action [N, A], Plan(final mean), info)``; pass that plan to the next call.
     """
     with torch.no_grad():
-        mean, std, elites, elite_ret, weights = _refine(
-            start, model, cfg, plan, generator, weighted=True, use_value=True
-        )
+        r = _refine(start, model, cfg, plan, generator, weighted=True, use_value=True)
         if deterministic:
-            first = action = mean[:, 0]
-            if cfg.iterations == 0:
-                ret = elite_ret[:, 0]
-            else:
-                ret = _evaluate(start, model, mean[:, None], True, generator)[:, 0]
+            first = action = r.mean[:, 0]
+            ret, rewards = _score_mean(start, model, cfg, r, True, generator)
         else:
-            pick = torch.multinomial(weights, 1, generator=generator)  # [N, 1]
-            first = _gather(elites, pick)[:, 0, 0]
-            ret = elite_ret.gather(1, pick)[:, 0]
-            action = (first + std[:, 0] * _randn(tuple(first.shape), first, generator)).clamp(-1, 1)
-    return action, Plan(mean), PlanInfo(ret, first, std[:, 0])
+            pick = torch.multinomial(r.weights, 1, generator=generator)  # [N, 1]
+            first = _gather(r.elites, pick)[:, 0, 0]
+            ret, rewards = r.ret.gather(1, pick)[:, 0], r.rewards.gather(1, pick)[:, 0]
+            action = (first + r.std[:, 0] * _randn(tuple(first.shape), first, generator)).clamp(-1, 1)
+    return action, Plan(r.mean), PlanInfo(ret, first, r.std[:, 0], rewards)
 
 
 def cem(
@@ -367,14 +345,9 @@ def cem(
     planned return in ``info`` is that of the final mean sequence.
     """
     with torch.no_grad():
-        mean, std, _, elite_ret, _ = _refine(
-            start, model, cfg, plan, generator, weighted=False, use_value=False
-        )
-        if cfg.iterations == 0:
-            ret = elite_ret[:, 0]
-        else:
-            ret = _evaluate(start, model, mean[:, None], False, generator)[:, 0]
-    return mean[:, 0], Plan(mean), PlanInfo(ret, mean[:, 0], std[:, 0])
+        r = _refine(start, model, cfg, plan, generator, weighted=False, use_value=False)
+        ret, rewards = _score_mean(start, model, cfg, r, False, generator)
+    return r.mean[:, 0], Plan(r.mean), PlanInfo(ret, r.mean[:, 0], r.std[:, 0], rewards)
 
 
 def shooting(
@@ -400,21 +373,26 @@ def shooting(
         H, S = cfg.horizon, cfg.samples
         seqs, feat = _actor_rollouts(start, model, S, H, generator)  # [N, S, H, A]
         N = seqs.shape[0]
-        ret = score(model, feat, True).view(N, S).nan_to_num(0.0)
+        ret, rew = (x.view(N, S).nan_to_num(0.0) for x in score_parts(model, feat, True))
         if cfg.warm_start and H > 1:
             warm = shift(plan).mean.to(seqs.dtype)
             warm = torch.cat([warm[:, :-1], warm[:, -2:-1]], 1)[:, None]  # [N, 1, H, A]
             valid = warm[:, 0, 0].sum(-1) > 0.5  # one-hot first step
-            warm_ret = _evaluate(start, model, warm, True, generator)
+            warm_ret, warm_rew = _evaluate(start, model, warm, True, generator)
             warm_ret = torch.where(valid[:, None], warm_ret, torch.full_like(warm_ret, -torch.inf))
-            seqs, ret = torch.cat([seqs, warm], 1), torch.cat([ret, warm_ret], 1)
+            seqs, ret, rew = (
+                torch.cat([seqs, warm], 1),
+                torch.cat([ret, warm_ret], 1),
+                torch.cat([rew, warm_rew], 1),
+            )
         if deterministic:
             pick = ret.argmax(1, keepdim=True)
         else:
             pick = torch.multinomial(torch.softmax(cfg.temperature * ret, 1), 1, generator=generator)
         chosen = _gather(seqs, pick)[:, 0]  # [N, H, A]
         first = chosen[:, 0]
-    return first, Plan(chosen), PlanInfo(ret.gather(1, pick)[:, 0], first, torch.zeros_like(first))
+        info = PlanInfo(ret.gather(1, pick)[:, 0], first, torch.zeros_like(first), rew.gather(1, pick)[:, 0])
+    return first, Plan(chosen), info
 
 
 def plan_action(
@@ -448,6 +426,7 @@ __all__ = [
     "plan_action",
     "reset_plan",
     "score",
+    "score_parts",
     "shift",
     "shooting",
 ]

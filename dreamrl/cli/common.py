@@ -79,6 +79,39 @@ def checkpoint_env_steps(ckpt: Path) -> int | None:
     return int(load_loop_state(ckpt)["env_steps"])
 
 
+def choose_checkpoint(logdir: Path, choice: str | None) -> Path:
+    """What ``--checkpoint`` names: ``logdir`` itself when None; the run dir's
+    ``checkpoints/ckpt-<step>`` for an env step; else a checkpoint dir as given. A step
+    with no checkpoint is a ConfigError listing the steps there are."""
+    from dreamrl.run.checkpoint import list_checkpoints
+    from dreamrl.rundir import is_checkpoint_dir
+
+    if choice is None:
+        return Path(logdir)
+    if choice.strip().isdigit():
+        step = int(choice)
+        kept = list_checkpoints(Path(logdir))
+        for saved, path in kept:
+            if saved == step:
+                return path
+        steps = [s for s, _ in kept]
+        there = (
+            ", ".join(map(str, steps))
+            if len(steps) <= 12
+            else f"{len(steps)}, from {steps[0]} to {steps[-1]}"
+        )
+        raise ConfigError(
+            f"--checkpoint {step}: no checkpoint at env step {step} in {RunDir(Path(logdir)).checkpoints} "
+            f"(there are: {there or 'none'})"
+        )
+    path = Path(choice)
+    if not is_checkpoint_dir(path):
+        raise ConfigError(
+            f"--checkpoint {choice}: not an env step, nor a checkpoint dir (no agent.json there)"
+        )
+    return path
+
+
 def load_agent(logdir: Path, act: str | None = None) -> tuple[Agent, Path, int | None]:
     """The agent ``--logdir`` names (a checkpoint dir, or a run dir's newest good
     checkpoint), of whatever kind it is (:func:`dreamrl.agents.load_agent`), acting by

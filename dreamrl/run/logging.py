@@ -2,7 +2,7 @@
 
 Every record is one JSON object on its own line with at least ``step`` (env steps).
 Keys are namespaced: ``loss/``, ``wm/``, ``actor/``, ``imag/``, ``grad/``, ``episode/``,
-``eval/``, ``fps/``, ``replay/``, ``mem/``, ``time/``, ``diag/``.
+``eval/``, ``fps/``, ``replay/``, ``mem/``, ``time/``, ``diag/``, ``mpc/`` (an agent that plans).
 """
 
 from __future__ import annotations

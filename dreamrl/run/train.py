@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Protocol, TextIO
 import numpy as np
 
 from dreamrl.agents import make_agent as make_default_agent
-from dreamrl.agents.base import Agent
+from dreamrl.agents.base import Agent, policy_metrics
 from dreamrl.config import Config, to_dict
 from dreamrl.envs import TRAIN_STREAM, episode_seed, make_env
 from dreamrl.envs.base import Env
@@ -392,6 +392,8 @@ class Trainer:
         steps, updates = self.log_mark
         dt = max(now - self.last_log, 1e-9)
         metrics = self.ranks.means(self.train_mean, self.episode_mean)  # every rank's, pooled
+        # What acting measured (an agent that plans: mpc/*), this rank's own.
+        metrics.update(policy_metrics(self.agent))
         metrics["fps/env"] = (self.state.env_steps - steps) / dt
         metrics["fps/train"] = (self.agent.updates - updates) / dt
         metrics["replay/steps"] = float(len(self.replay))
@@ -420,6 +422,10 @@ class Trainer:
         # and the next train step, on released memory, so neither lands on the other's leftovers.
         if run.release_every:
             release_free_memory()
+        # What collection measured while acting, logged before evaluation's own acting mixes in.
+        collected = policy_metrics(self.agent)
+        if collected:
+            self.logger.write(state.env_steps, collected)
         maker = functools.partial(self.make_env, self.config, None, "eval")
         result = evaluate(
             self.agent,
@@ -447,6 +453,7 @@ class Trainer:
                 "eval/episodes": len(result.returns),
                 "eval/cut": result.cut_count,
                 "time/elapsed": self.elapsed(),
+                **{f"eval/{k}": v for k, v in policy_metrics(self.agent).items()},
             },
         )
         cut = f", {result.cut_count} cut at {run.eval_max_steps:,} steps" if result.cut_count else ""
