@@ -7,9 +7,11 @@
 ``latency`` times ``agent.policy`` at ``size1m`` (or the presets given) for one step of
 ``--envs`` envs at once, planning with the planners' defaults (TD-MPC2's MPPI and PlaNet's
 CEM on Pendulum-v1, shooting over the actor's sequences on CartPole-v1) and with the
-actor, in collection mode (``deterministic=False``) and evaluation mode. It prints
-milliseconds per call and env steps acted per second. The weights are untrained: what a
-call costs does not depend on them.
+actor, in collection mode (``deterministic=False``) and evaluation mode. It prints wall
+and CPU milliseconds per call, env steps acted per second, the matrix-product GFLOP of a
+planned step and the load average beside each figure (other processes slow the wall time
+down; the CPU time far less). The weights are untrained: what a call costs does not depend
+on them.
 
 ``curve`` evaluates every run dir's checkpoints (``--points`` of them, evenly spread,
 the last included) twice with ``dreamrl eval``'s own protocol, fresh seeds and the
@@ -28,14 +30,16 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dreamrl.agents.base import policy_metrics
 from dreamrl.agents.dreamer import DreamerAgent
@@ -57,9 +61,20 @@ CASES = (
 # ----------------------------------------------------------------------------- latency
 
 
-def policy_seconds(agent: DreamerAgent, envs: int, calls: int, deterministic: bool, seed: int = 0) -> float:
-    """Median seconds of one ``agent.policy`` call for ``envs`` envs, on random vector
-    observations, after two calls of warm-up (compiling, the first plan)."""
+class Timing(NamedTuple):
+    """One policy call's cost: medians over the timed calls."""
+
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process, all its threads
+
+
+def policy_timing(agent: DreamerAgent, envs: int, calls: int, deterministic: bool, seed: int = 0) -> Timing:
+    """Median cost of one ``agent.policy`` call for ``envs`` envs, on random vector
+    observations, after two calls of warm-up (compiling, the first plan).
+
+    Wall time is what a user waits; CPU time is what the call consumed, which other
+    processes on the machine inflate far less (with one torch thread it is about the
+    wall time the call would take on an idle core)."""
     rng = np.random.default_rng(seed)
 
     def obs(first: bool) -> dict[str, np.ndarray]:
@@ -71,13 +86,23 @@ def policy_seconds(agent: DreamerAgent, envs: int, calls: int, deterministic: bo
     state = None
     for i in range(2):
         state = agent.policy(obs(i == 0), state, deterministic)[1]
-    times = []
+    walls, cpus = [], []
     for _ in range(calls):
         step = obs(False)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         state = agent.policy(step, state, deterministic)[1]
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus))
+
+
+def policy_gflop(agent: DreamerAgent, envs: int) -> float:
+    """Matrix-product GFLOP of one policy call for ``envs`` envs (torch's FLOP counter)."""
+    obs = {k: np.zeros((envs, *s.shape), np.float32) for k, s in agent.obs_space.items()}
+    obs["is_first"] = np.ones(envs, bool)
+    with FlopCounterMode(display=False) as counter:
+        agent.policy(obs, None, False)
+    return counter.get_total_flops() / 1e9
 
 
 def build_agent(config: Config) -> DreamerAgent:
@@ -98,39 +123,49 @@ def latency(
         planner = build_agent(config)
         actor = build_agent(build_config([*size], {**overrides, "task": task}))
         mpc = config.agent.mpc
+        # Counted on an eager twin: the FLOP counter does not see inside compiled graphs.
+        eager = {**overrides, "task": task, "compute.compile": "false"}
+        gflop = policy_gflop(build_agent(build_config([*size, *presets], eager)), 1)
+        actor_gflop = policy_gflop(build_agent(build_config([*size], eager)), 1)
         print(
             f"\n{label} on {task} ({' '.join(size)}; horizon {mpc.horizon}, {mpc.iterations} iterations, "
             f"{mpc.samples} samples, {mpc.elites} elites; {torch.get_num_threads()} torch threads; "
-            f"compute.compile={config.compute.compile})",
+            f"compute.compile={config.compute.compile}); {gflop:.2f} GFLOP of matrix products a "
+            f"planned env step (the actor's: {actor_gflop * 1000:.2f} MFLOP)",
             flush=True,
         )
         print(
-            f"{'envs':>4}  {'mode':>10}  {'mpc ms/call':>11}  {'mpc steps/s':>11}  "
-            f"{'actor ms/call':>13}  {'actor steps/s':>13}"
+            f"{'envs':>4}  {'mode':>10}  {'mpc ms/call':>11}  {'cpu ms':>7}  {'mpc steps/s':>11}  "
+            f"{'actor ms/call':>13}  {'actor steps/s':>13}  {'load':>5}"
         )
+        # CEM is deterministic: collection and evaluation plan alike.
+        modes = (False,) if label == "cem" else (False, True)
         for envs in env_counts:
-            for deterministic in (False, True):
-                plan_s = policy_seconds(planner, envs, calls, deterministic)
-                act_s = policy_seconds(actor, envs, max(calls, 20), deterministic)
+            for deterministic in modes:
+                plan = policy_timing(planner, envs, calls, deterministic)
+                act = policy_timing(actor, envs, max(calls, 20), deterministic)
                 policy_metrics(planner)  # drained: the latency table is timed here
-                mode = "evaluation" if deterministic else "collection"
                 row = {
                     "planner": label,
                     "task": task,
                     "presets": [*size, *presets],
                     "envs": envs,
                     "deterministic": deterministic,
-                    "mpc_ms_per_call": 1000 * plan_s,
-                    "mpc_steps_per_s": envs / plan_s,
-                    "actor_ms_per_call": 1000 * act_s,
-                    "actor_steps_per_s": envs / act_s,
+                    "mpc_ms_per_call": 1000 * plan.wall,
+                    "mpc_cpu_ms_per_call": 1000 * plan.cpu,
+                    "mpc_steps_per_s": envs / plan.wall,
+                    "mpc_gflop_per_step": gflop,
+                    "actor_ms_per_call": 1000 * act.wall,
+                    "actor_steps_per_s": envs / act.wall,
                     "threads": torch.get_num_threads(),
+                    "load": os.getloadavg()[0],  # other processes' share of the cores
                 }
                 rows.append(row)
                 print(
-                    f"{envs:>4}  {mode:>10}  {row['mpc_ms_per_call']:>11.1f}  "
-                    f"{row['mpc_steps_per_s']:>11.1f}  "
-                    f"{row['actor_ms_per_call']:>13.2f}  {row['actor_steps_per_s']:>13.0f}",
+                    f"{envs:>4}  {'evaluation' if deterministic else 'collection':>10}  "
+                    f"{row['mpc_ms_per_call']:>11.1f}  {row['mpc_cpu_ms_per_call']:>7.0f}  "
+                    f"{row['mpc_steps_per_s']:>11.1f}  {row['actor_ms_per_call']:>13.2f}  "
+                    f"{row['actor_steps_per_s']:>13.0f}  {row['load']:>5.1f}",
                     flush=True,
                 )
     return rows

@@ -441,15 +441,18 @@ class DreamerAgent:
             windows = empty_windows(n, cfg.mpc.horizon, self.device)
         dev = self.device
         reward = torch.as_tensor(np.asarray(obs["reward"]), device=dev)
-        flags = [
-            torch.as_tensor(np.asarray(obs[k]), device=dev)
-            if k in obs
-            else torch.zeros(n, dtype=torch.bool, device=dev)
-            for k in ("is_last", "is_terminal")
-        ]
-        windows, planned_done, received = receive(windows, reward, is_first, *flags, 1 - 1 / cfg.horizon)
+
+        def flag(key: str) -> torch.Tensor:
+            if key not in obs:
+                return torch.zeros(n, dtype=torch.bool, device=dev)
+            return torch.as_tensor(np.asarray(obs[key]), device=dev).bool()
+
+        is_last = flag("is_last")
+        windows, planned_done, received = receive(
+            windows, reward, is_first, is_last, flag("is_terminal"), 1 - 1 / cfg.horizon
+        )
         self.plan_stats.add_windows(planned_done, received)
-        return open_windows(windows, planned, ~flags[0].bool())
+        return open_windows(windows, planned, ~is_last)
 
     def policy_metrics(self) -> dict[str, float]:
         """What acting has cost and shown since the last call, ``mpc/*`` (see
