@@ -1,6 +1,7 @@
 """Acting by planning (agent.act=mpc) against acting with the actor: its cost, and its return.
 
     python benchmarks/planning.py latency [key=value ...] [--envs 1 4] [--calls 10] [--preset size1m]
+        [--planners mppi cem shooting]
     python benchmarks/planning.py curve RUN_DIR [RUN_DIR ...] [--points 6] [--episodes 10]
         [--envs 4] [--out planning_curve.json]
 
@@ -10,8 +11,8 @@ CEM on Pendulum-v1, shooting over the actor's sequences on CartPole-v1) and with
 actor, in collection mode (``deterministic=False``) and evaluation mode. It prints wall
 and CPU milliseconds per call, env steps acted per second, the matrix-product GFLOP of a
 planned step and the load average beside each figure (other processes slow the wall time
-down; the CPU time far less). The weights are untrained: what a call costs does not depend
-on them.
+down; the CPU time far less, and "per cpu-s" is env steps planned per CPU second). The
+weights are untrained: what a call costs does not depend on them.
 
 ``curve`` evaluates every run dir's checkpoints (``--points`` of them, evenly spread,
 the last included) twice with ``dreamrl eval``'s own protocol, fresh seeds and the
@@ -114,10 +115,10 @@ def build_agent(config: Config) -> DreamerAgent:
 
 
 def latency(
-    size: list[str], env_counts: list[int], calls: int, overrides: dict[str, str]
+    size: list[str], env_counts: list[int], calls: int, overrides: dict[str, str], planners: list[str]
 ) -> list[dict[str, Any]]:
     rows = []
-    for label, task, presets in CASES:
+    for label, task, presets in (c for c in CASES if c[0] in planners):
         config = build_config([*size, *presets], {**overrides, "task": task})
         set_threads(config)
         planner = build_agent(config)
@@ -130,12 +131,14 @@ def latency(
         print(
             f"\n{label} on {task} ({' '.join(size)}; horizon {mpc.horizon}, {mpc.iterations} iterations, "
             f"{mpc.samples} samples, {mpc.elites} elites; {torch.get_num_threads()} torch threads; "
-            f"compute.compile={config.compute.compile}); {gflop:.2f} GFLOP of matrix products a "
+            f"compute.compile={config.compute.compile}, {config.compute.precision}); {gflop:.2f} GFLOP of "
+            f"matrix products a "
             f"planned env step (the actor's: {actor_gflop * 1000:.2f} MFLOP)",
             flush=True,
         )
         print(
             f"{'envs':>4}  {'mode':>10}  {'mpc ms/call':>11}  {'cpu ms':>7}  {'mpc steps/s':>11}  "
+            f"{'per cpu-s':>9}  "
             f"{'actor ms/call':>13}  {'actor steps/s':>13}  {'load':>5}"
         )
         # CEM is deterministic: collection and evaluation plan alike.
@@ -154,6 +157,7 @@ def latency(
                     "mpc_ms_per_call": 1000 * plan.wall,
                     "mpc_cpu_ms_per_call": 1000 * plan.cpu,
                     "mpc_steps_per_s": envs / plan.wall,
+                    "mpc_steps_per_cpu_s": envs / plan.cpu,
                     "mpc_gflop_per_step": gflop,
                     "actor_ms_per_call": 1000 * act.wall,
                     "actor_steps_per_s": envs / act.wall,
@@ -164,7 +168,8 @@ def latency(
                 print(
                     f"{envs:>4}  {'evaluation' if deterministic else 'collection':>10}  "
                     f"{row['mpc_ms_per_call']:>11.1f}  {row['mpc_cpu_ms_per_call']:>7.0f}  "
-                    f"{row['mpc_steps_per_s']:>11.1f}  {row['actor_ms_per_call']:>13.2f}  "
+                    f"{row['mpc_steps_per_s']:>11.1f}  {row['mpc_steps_per_cpu_s']:>9.1f}  "
+                    f"{row['actor_ms_per_call']:>13.2f}  "
                     f"{row['actor_steps_per_s']:>13.0f}  {row['load']:>5.1f}",
                     flush=True,
                 )
@@ -284,6 +289,7 @@ def main() -> int:
     lat.add_argument("--calls", type=int, default=10, help="timed calls per figure (the median is printed)")
     lat.add_argument("--preset", nargs="+", default=["size1m"], help="presets before the planner's")
     lat.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    lat.add_argument("--planners", nargs="+", choices=[c[0] for c in CASES], default=[c[0] for c in CASES])
     lat.add_argument("overrides", nargs="*", metavar="key=value")
     cur = sub.add_parser("curve", help="actor against MPC return from each checkpoint of run dirs")
     cur.add_argument("runs", nargs="+", type=Path)
@@ -294,7 +300,7 @@ def main() -> int:
     args = parser.parse_args()
     tune_allocator()
     if args.mode == "latency":
-        rows = latency(args.preset, args.envs, args.calls, parse_overrides(args.overrides))
+        rows = latency(args.preset, args.envs, args.calls, parse_overrides(args.overrides), args.planners)
         if args.out:
             args.out.write_text(json.dumps(rows, indent=1))
         return 0
