@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import sys
@@ -37,8 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
-
-import numpy as np
 
 from dreamrl.agents import make_agent as make_default_agent
 from dreamrl.agents.base import Agent
@@ -51,19 +48,18 @@ from dreamrl.replay import CHUNK_NAME, Replay
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import release_free_memory
 from dreamrl.run.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
     load_loop_state,
     remove_partial_saves,
     save_checkpoint,
 )
-from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
+from dreamrl.run.disk import write_atomic
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import eval_seeds, evaluate
+from dreamrl.run.evaluate import eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
-from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
+from dreamrl.run.logging import MetricsLogger
 from dreamrl.run.progress import Progress
+from dreamrl.run.session import Session, check_weights_finite
 from dreamrl.run.state import LoopState
 from dreamrl.run.train import (
     AgentMaker,
@@ -74,8 +70,6 @@ from dreamrl.run.train import (
     Trained,
     _find_checkpoint,
     replay_capacity,
-    resident_mb,
-    time_split,
     train,
 )
 from dreamrl.rundir import AGENT_META, RunDir
@@ -380,12 +374,7 @@ def _remove_chunks(directory: Path) -> None:
 def _save(run_dir: Path, config: Config, agent: Agent, replay: Replay, state: LoopState) -> None:
     """Checkpoint everything a resume needs (at the run's env step); weights that are not
     finite never are."""
-    if not agent.weights_finite():
-        kept = list_checkpoints(run_dir)
-        raise RunError(
-            f"the weights are no longer finite after {agent.updates:,} updates: not saving them. "
-            f"The last checkpoint, {kept[-1][1].name if kept else '(none)'}, is from before."
-        )
+    check_weights_finite(agent, run_dir, f"after {agent.updates:,} updates")
     replay.flush(force=True)
     state.replay = replay.state()
     save_checkpoint(run_dir, state.env_steps, agent, asdict(state), config.run.keep_checkpoints)
@@ -400,8 +389,11 @@ class OfflineParts(NamedTuple):
     make_env: EnvMaker  # for evaluation's envs
 
 
-class OfflineTrainer:
+class OfflineTrainer(Session):
     """The updates of one offline session: train, log, evaluate, save."""
+
+    # No env steps offline: the summary leaves out the parts that act and step envs.
+    PARTS_NOT_SHOWN = ("env", "act")
 
     def __init__(
         self,
@@ -414,33 +406,9 @@ class OfflineTrainer:
         progress: bool,
         interrupt: StopRequest,
     ):
-        self.config, self.run_dir, self.hooks, self.out, self.state = config, run_dir, hooks, out, state
-        self.agent, self.replay, self.logger, self.make_env = parts
-        self.interrupt = interrupt
-        self.skipped_in_row = 0
-        self.train_mean = Mean()
-        self.bar = Progress(
-            config.run.updates, state.offline_updates, enabled=progress, out=out, unit="updates"
-        )
-        self.session_start = time.time()
-        self.elapsed_before = state.elapsed
-        self.last_log = self.last_save = time.time()
+        bar = Progress(config.run.updates, state.offline_updates, enabled=progress, out=out, unit="updates")
+        super().__init__(config, run_dir, hooks, out, state, *parts, interrupt, bar)
         self.log_mark = state.offline_updates
-        self.busy: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
-        self.busy_session: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
-
-    @contextlib.contextmanager
-    def timed(self, part: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - start
-            self.busy[part] += seconds
-            self.busy_session[part] += seconds
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.session_start
 
     def train_step(self) -> None:
         """One update on a uniform sample of the replay."""
@@ -450,17 +418,10 @@ class OfflineTrainer:
         self.train_mean.add(result.metrics)
         if run.release_every and state.offline_updates % run.release_every == 0:
             release_free_memory()
-        if result.applied:
-            self.skipped_in_row = 0
-            return
-        state.skipped_updates += 1
-        self.skipped_in_row += 1
-        if self.skipped_in_row >= run.skip_limit:
-            raise RunError(
-                f"{self.skipped_in_row} updates in a row had a non-finite {', '.join(result.nonfinite)} "
-                f"(loss term, or the gradient) at offline update {state.offline_updates:,}; stopping "
-                f"(run.skip_limit={run.skip_limit})"
-            )
+        self._count_skipped(result)
+
+    def _position(self) -> str:
+        return f"at offline update {self.state.offline_updates:,}"
 
     def log(self, now: float) -> None:
         dt = max(now - self.last_log, 1e-9)
@@ -469,13 +430,8 @@ class OfflineTrainer:
         metrics["fps/train"] = (self.state.offline_updates - self.log_mark) / dt
         metrics["replay/steps"] = float(len(self.replay))
         metrics["train/skipped_updates"] = float(self.state.skipped_updates)
-        metrics["time/elapsed"] = self.elapsed()
-        for part, frac in time_split(self.busy, dt).items():
-            metrics[f"time/{part}_frac"] = frac
-        self.busy = dict.fromkeys(LOOP_PARTS, 0.0)
-        metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
-        self.logger.write(self.state.env_steps, metrics)
-        self.last_log, self.log_mark = now, self.state.offline_updates
+        self._write_log(now, dt, metrics)
+        self.log_mark = self.state.offline_updates
 
     def evaluate(self) -> None:
         """The deterministic policy on the next fresh evaluation seeds, in the env the
@@ -485,30 +441,13 @@ class OfflineTrainer:
         if not run.eval_eps or not self.config.task:
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
-        result = evaluate(
-            self.agent,
-            functools.partial(self.make_env, self.config, None, "eval"),
-            seeds,
-            run.eval_envs,
-            deterministic=not run.eval_sample,
-            record=self.hooks.record_steps > 0,
-            workers=run.env_workers,
-            timeout=run.env_timeout,
-            check=self.interrupt.check,
-            max_steps=run.eval_max_steps,
-            record_steps=self.hooks.record_steps,
-        )
+        result = self._evaluate_episodes(seeds)
         state.eval_episodes += run.eval_eps
         state.last_eval_return = result.mean
         self.logger.write(
             state.env_steps,
             {
-                "eval/return": result.mean,
-                "eval/return_std": result.std,
-                "eval/length": float(np.mean(result.lengths)),
-                "eval/returns": result.returns,
-                "eval/episodes": len(result.returns),
-                "eval/cut": result.cut_count,
+                **self._eval_record(result),
                 "train/updates": self.agent.updates,
                 "time/elapsed": self.elapsed(),
             },
@@ -517,88 +456,48 @@ class OfflineTrainer:
             f"eval after {self.agent.updates:,} updates: return {result.mean:.1f} ± {result.std:.1f} "
             f"over {len(result.returns)} episodes"
         )
-        for hook in self.hooks.after_eval:
-            metrics = hook(self.agent, result, state.env_steps)
-            if metrics:
-                self.logger.write(state.env_steps, {**metrics, "train/updates": self.agent.updates})
+        self._after_eval(result, {"train/updates": self.agent.updates})
 
     def save(self) -> None:
         self.state.elapsed = self.elapsed()
         _save(self.run_dir, self.config, self.agent, self.replay, self.state)
         self.last_save = time.time()
 
-    def run(self) -> LoopState:
+    def _loop(self) -> None:
         """Update until ``run.updates`` (or ``hooks.stop``), logging, evaluating and saving."""
         run, state, every = self.config.run, self.state, self.config.offline.eval_every
         stop = self.hooks.stop
-        try:
-            while state.offline_updates < run.updates:
-                self.interrupt.check()
-                with self.timed("train"):
-                    self.train_step()
-                self.bar.update(state.offline_updates, math.nan, state.last_eval_return)
-                now = time.time()
-                if now - self.last_log >= run.log_every:
-                    self.log(now)
-                if every and state.offline_updates - state.offline_last_eval >= every:
-                    with self.timed("eval"):
-                        self.evaluate()
-                    if stop is not None and stop(state):
-                        self.bar.note(
-                            f"stopping after {self.agent.updates:,} updates: the stop condition holds"
-                        )
-                        break
-                if now - self.last_save >= run.save_every:
-                    with self.timed("save"):
-                        self.save()
-            if state.offline_last_eval != state.offline_updates or not state.eval_episodes:
+        while state.offline_updates < run.updates:
+            self.interrupt.check()
+            with self.timed("train"):
+                self.train_step()
+            self.bar.update(state.offline_updates, math.nan, state.last_eval_return)
+            now = time.time()
+            if now - self.last_log >= run.log_every:
+                self.log(now)
+            if every and state.offline_updates - state.offline_last_eval >= every:
                 with self.timed("eval"):
                     self.evaluate()
-            self.log(time.time())
-            self.save()
-        except KeyboardInterrupt:
-            self.bar.note("interrupted: saving a checkpoint before exiting")
-            self.save()
-            raise
-        except OSError as e:
-            if not is_disk_full(e):
-                raise
-            raise RunError(disk_full_message(self.run_dir, e, latest_checkpoint(self.run_dir))) from None
-        finally:
-            self.bar.close()
-            self._close_logger()
-        self._summary()
-        return state
+                if stop is not None and stop(state):
+                    self.bar.note(f"stopping after {self.agent.updates:,} updates: the stop condition holds")
+                    break
+            if now - self.last_save >= run.save_every:
+                with self.timed("save"):
+                    self.save()
+        if state.offline_last_eval != state.offline_updates or not state.eval_episodes:
+            with self.timed("eval"):
+                self.evaluate()
 
-    def _close_logger(self) -> None:
-        """Close the logger; on a full disk its last flush fails too, and the run's one
-        message about that is already on its way."""
-        try:
-            self.logger.close()
-        except OSError as e:
-            if not is_disk_full(e):
-                raise
-
-    def _summary(self) -> None:
-        state, out = self.state, self.out
+    def _done_line(self) -> str:
         where = (
-            f"Last eval return {state.last_eval_return:.1f}."
+            f"Last eval return {self.state.last_eval_return:.1f}."
             if self.config.task
             else "No env to evaluate in."
         )
-        print(
+        return (
             f"Done: {self.agent.updates:,} updates from dataset {self.config.offline.dataset} in "
-            f"{self.elapsed() / 60:.1f} min, no env step. {where}",
-            file=out,
+            f"{self.elapsed() / 60:.1f} min, no env step. {where}"
         )
-        split = time_split(self.busy_session, time.time() - self.session_start)
-        parts = ", ".join(
-            f"{part} {100 * frac:.0f}%" for part, frac in split.items() if part not in ("env", "act")
-        )
-        print(f"Wall time of this session: {parts}.", file=out)
-        run = RunDir(self.run_dir)
-        print(f"Logs: {run.metrics} (TensorBoard: {run.tensorboard})", file=out)
-        print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
 
 def _describe(config: Config, agent: Agent, replay: Replay, out: TextIO) -> None:

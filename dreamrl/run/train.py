@@ -21,14 +21,12 @@ import contextlib
 import functools
 import json
 import math
-import os
-import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TextIO
+from typing import Any, ClassVar, NamedTuple, Protocol, TextIO
 
 import numpy as np
 
@@ -42,15 +40,18 @@ from dreamrl.envs.pool import EnvPool, FailureBudget
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
-from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints, remove_partial_saves, save_checkpoint
-from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
+from dreamrl.run.checkpoint import latest_checkpoint, remove_partial_saves, save_checkpoint
+from dreamrl.run.disk import write_atomic
 from dreamrl.run.distributed import Ranks
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import EvalResult, eval_seeds, evaluate
+from dreamrl.run.evaluate import EvalResult, eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
-from dreamrl.run.logging import LOOP_PARTS, Mean, MetricsLogger
+from dreamrl.run.logging import Mean, MetricsLogger
 from dreamrl.run.progress import Progress
+from dreamrl.run.session import Session, check_weights_finite
+from dreamrl.run.session import resident_mb as resident_mb  # re-exported: imported from here elsewhere
+from dreamrl.run.session import time_split as time_split  # re-exported: imported from here elsewhere
 from dreamrl.run.state import LoopState
 from dreamrl.rundir import RunDir
 from dreamrl.spaces import STEP_KEYS, Space, replay_spaces
@@ -260,26 +261,6 @@ def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
     return ckpt
 
 
-def time_split(seconds: dict[str, float], wall: float) -> dict[str, float]:
-    """Fraction of ``wall`` seconds spent in each part of the loop (0 for a part never
-    timed); the rest (logging, progress) is what the fractions leave out of 1."""
-    wall = max(wall, 1e-9)
-    return {part: seconds.get(part, 0.0) / wall for part in LOOP_PARTS}
-
-
-def resident_mb() -> tuple[float, float]:
-    """(now, peak) resident memory of this process in MB: the peak from getrusage, the
-    current figure from /proc (NaN where there is none)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB on Linux
-    try:
-        with open("/proc/self/statm") as f:
-            now_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return math.nan, peak_mb
-    return now_mb, max(now_mb, peak_mb)  # read a moment apart: the process may have grown
-
-
 class LoopParts(NamedTuple):
     """What the loop drives, built by :func:`train` from its factories."""
 
@@ -291,11 +272,13 @@ class LoopParts(NamedTuple):
     ranks: Ranks | None = None  # this process's place in a data-parallel job (None: alone)
 
 
-class Trainer:
+class Trainer(Session):
     """One training session over a run dir, on parts built for it.
 
-    Each method is one concern of the loop; :meth:`run` strings them together.
+    Each method is one concern of the loop; :meth:`_loop` strings them together.
     """
+
+    PART_NOTES: ClassVar[Mapping[str, str]] = {"env": " (waiting for the envs)"}
 
     def __init__(
         self,
@@ -308,41 +291,18 @@ class Trainer:
         progress: bool,
         interrupt: StopRequest,
     ):
-        self.config, self.run_dir, self.hooks, self.out = config, run_dir, hooks, out
-        self.pool, self.agent, self.replay, self.logger = parts.pool, parts.agent, parts.replay, parts.logger
-        self.make_env, self.ranks = parts.make_env, parts.ranks or Ranks()
-        self.interrupt = interrupt  # checked between steps: a stop signal becomes KeyboardInterrupt there
-        self.state = resumed.state
+        state = resumed.state
+        bar = Progress(config.run.steps, state.env_steps, enabled=progress, out=out)
+        agent, replay, logger, make_env = parts.agent, parts.replay, parts.logger, parts.make_env
+        super().__init__(config, run_dir, hooks, out, state, agent, replay, logger, make_env, interrupt, bar)
+        self.pool, self.ranks = parts.pool, parts.ranks or Ranks()
         self.returns, self.lengths = resumed.returns, resumed.lengths
         self.policy_state: Any = resumed.policy_state
         self.obs: dict[str, np.ndarray] | None = resumed.obs  # the next step to act on, once resumed
-        self.skipped_in_row = 0
-        self.train_mean, self.episode_mean = Mean(), Mean()
-        self.bar = Progress(config.run.steps, self.state.env_steps, enabled=progress, out=out)
-        self.session_start = time.time()
-        self.elapsed_before = self.state.elapsed
-        self.last_log = self.last_save = time.time()
+        self.episode_mean = Mean()
         self.log_mark = (self.state.env_steps, self.agent.updates)
-        # Seconds per loop part since the last log, and over this session.
-        self.busy: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
-        self.busy_session: dict[str, float] = dict.fromkeys(LOOP_PARTS, 0.0)
-
-    @contextlib.contextmanager
-    def timed(self, part: str) -> Iterator[None]:
-        """Count the wall time inside towards ``part`` of the loop."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            seconds = time.perf_counter() - start
-            self.busy[part] += seconds
-            self.busy_session[part] += seconds
 
     # ------------------------------------------------------------------ the loop
-
-    def elapsed(self) -> float:
-        """Wall seconds of training over every session of this run."""
-        return self.elapsed_before + time.time() - self.session_start
 
     def collect(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Act on one step of every env, store it, and keep episode statistics."""
@@ -376,17 +336,10 @@ class Trainer:
             every = self.config.run.release_every
             if every and (self.agent.updates + state.skipped_updates) % every == 0:
                 release_free_memory()
-            if result.applied:
-                self.skipped_in_row = 0
-                continue
-            state.skipped_updates += 1
-            self.skipped_in_row += 1
-            if self.skipped_in_row >= self.config.run.skip_limit:
-                raise RunError(
-                    f"{self.skipped_in_row} updates in a row had a non-finite "
-                    f"{', '.join(result.nonfinite)} (loss term, or the gradient) at env step "
-                    f"{state.env_steps:,}; stopping (run.skip_limit={self.config.run.skip_limit})"
-                )
+            self._count_skipped(result)
+
+    def _position(self) -> str:
+        return f"at env step {self.state.env_steps:,}"
 
     def log(self, now: float) -> None:
         steps, updates = self.log_mark
@@ -400,13 +353,8 @@ class Trainer:
         metrics["env/restarts"] = float(self.pool.restarts)
         metrics["train/skipped_updates"] = float(self.state.skipped_updates)
         metrics["replay/bad_chunks"] = float(len(getattr(self.replay, "bad_chunks", [])))
-        metrics["time/elapsed"] = self.elapsed()
-        for part, frac in time_split(self.busy, dt).items():
-            metrics[f"time/{part}_frac"] = frac
-        self.busy = dict.fromkeys(LOOP_PARTS, 0.0)
-        metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
-        self.logger.write(self.state.env_steps, metrics)
-        self.last_log, self.log_mark = now, (self.state.env_steps, self.agent.updates)
+        self._write_log(now, dt, metrics)
+        self.log_mark = (self.state.env_steps, self.agent.updates)
 
     def evaluate(self) -> None:
         """The deterministic policy on the next fresh evaluation seeds."""
@@ -426,32 +374,14 @@ class Trainer:
         collected = policy_metrics(self.agent)
         if collected:
             self.logger.write(state.env_steps, collected)
-        maker = functools.partial(self.make_env, self.config, None, "eval")
-        result = evaluate(
-            self.agent,
-            maker,
-            seeds,
-            run.eval_envs,
-            deterministic=not run.eval_sample,
-            record=self.hooks.record_steps > 0,
-            workers=run.env_workers,
-            timeout=run.env_timeout,
-            check=self.interrupt.check,
-            max_steps=run.eval_max_steps,
-            record_steps=self.hooks.record_steps,
-        )
+        result = self._evaluate_episodes(seeds)
         state.eval_episodes += run.eval_eps
         state.last_eval = state.env_steps
         state.last_eval_return = result.mean
         self.logger.write(
             state.env_steps,
             {
-                "eval/return": result.mean,
-                "eval/return_std": result.std,
-                "eval/length": float(np.mean(result.lengths)),
-                "eval/returns": result.returns,
-                "eval/episodes": len(result.returns),
-                "eval/cut": result.cut_count,
+                **self._eval_record(result),
                 "time/elapsed": self.elapsed(),
                 **{f"eval/{k}": v for k, v in policy_metrics(self.agent).items()},
             },
@@ -461,22 +391,14 @@ class Trainer:
             f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
             f"over {len(result.returns)} episodes{cut}"
         )
-        for hook in self.hooks.after_eval:
-            metrics = hook(self.agent, result, state.env_steps)
-            if metrics:
-                self.logger.write(state.env_steps, metrics)
+        self._after_eval(result, {})
         del result  # its recorded episodes, so that the release below frees them too
         if run.release_every:
             release_free_memory()
 
     def save(self) -> None:
         """Checkpoint everything a resume needs; weights that are not finite never are."""
-        if not self.agent.weights_finite():
-            kept = list_checkpoints(self.run_dir)
-            raise RunError(
-                f"the weights are no longer finite at env step {self.state.env_steps:,}: not saving them. "
-                f"The last checkpoint, {kept[-1][1].name if kept else '(none)'}, is from before."
-            )
+        check_weights_finite(self.agent, self.run_dir, self._position())
         self.state.elapsed = self.elapsed()
         self.replay.flush(force=True)
         self.state.replay = self.replay.state()
@@ -502,88 +424,55 @@ class Trainer:
         self.pool.last_errors.clear()
         return obs
 
-    def run(self) -> LoopState:
+    def _loop(self) -> None:
         """Collect, train, log, evaluate and save until ``run.steps`` (or ``hooks.stop``)."""
         run, state, stop = self.config.run, self.state, self.hooks.stop
         actions = np.zeros((run.envs, *self.pool.act_space.shape), self.pool.act_space.dtype)
-        try:
+        with self.timed("env"):
+            obs = self.obs if self.obs is not None else self._step_envs(actions)
+        while state.env_steps < run.steps:
+            self.interrupt.check()
+            with self.timed("act"):
+                actions = self.collect(obs)
+            # Worker processes step the envs while the agent trains: the loop takes
+            # about max(env, train) per step rather than their sum.
             with self.timed("env"):
-                obs = self.obs if self.obs is not None else self._step_envs(actions)
-            while state.env_steps < run.steps:
-                self.interrupt.check()
-                with self.timed("act"):
-                    actions = self.collect(obs)
-                # Worker processes step the envs while the agent trains: the loop takes
-                # about max(env, train) per step rather than their sum.
-                with self.timed("env"):
-                    self.pool.step_async(actions)  # inline envs step here
-                with self.timed("train"):
-                    self.train()
-                self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
-                now = time.time()
-                due = self.ranks.agree(
-                    log=now - self.last_log >= run.log_every,
-                    save=now - self.last_save >= run.save_every,
-                    stop=self.interrupt.signal is not None,
-                )
-                if due["stop"]:  # with several ranks, on a signal to any of them: all stop here
-                    raise KeyboardInterrupt(f"signal {self.interrupt.signal or 'to another rank'}")
-                if due["log"]:
-                    self.log(now)
-                if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
-                    with self.timed("eval"):
-                        self.evaluate()
-                    if self.ranks.from_writer(self.ranks.writer and stop is not None and stop(state)):
-                        self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
-                        self._wait_envs()  # collect the step in flight before leaving
-                        break
-                if due["save"]:
-                    with self.timed("save"):
-                        self.save()
-                with self.timed("env"):
-                    obs = self._wait_envs()
-            if state.last_eval != state.env_steps or not run.eval_every:
+                self.pool.step_async(actions)  # inline envs step here
+            with self.timed("train"):
+                self.train()
+            self.bar.update(state.env_steps, state.last_return, state.last_eval_return)
+            now = time.time()
+            due = self.ranks.agree(
+                log=now - self.last_log >= run.log_every,
+                save=now - self.last_save >= run.save_every,
+                stop=self.interrupt.signal is not None,
+            )
+            if due["stop"]:  # with several ranks, on a signal to any of them: all stop here
+                raise KeyboardInterrupt(f"signal {self.interrupt.signal or 'to another rank'}")
+            if due["log"]:
+                self.log(now)
+            if run.eval_every and state.env_steps - state.last_eval >= run.eval_every:
                 with self.timed("eval"):
                     self.evaluate()
-            self.log(time.time())
-            self.save()
-        except KeyboardInterrupt:
-            self.bar.note("interrupted: saving a checkpoint before exiting")
-            self.save()
-            raise
-        except OSError as e:
-            if not is_disk_full(e):
-                raise
-            raise RunError(disk_full_message(self.run_dir, e, latest_checkpoint(self.run_dir))) from None
-        finally:
-            self.bar.close()
-            self._close_logger()
-        self._summary()
-        return state
+                if self.ranks.from_writer(self.ranks.writer and stop is not None and stop(state)):
+                    self.bar.note(f"stopping at {state.env_steps:,} env steps: the stop condition holds")
+                    self._wait_envs()  # collect the step in flight before leaving
+                    break
+            if due["save"]:
+                with self.timed("save"):
+                    self.save()
+            with self.timed("env"):
+                obs = self._wait_envs()
+        if state.last_eval != state.env_steps or not run.eval_every:
+            with self.timed("eval"):
+                self.evaluate()
 
-    def _close_logger(self) -> None:
-        """Close the logger; on a full disk its last flush fails too, and the run's one
-        message about that is already on its way."""
-        try:
-            self.logger.close()
-        except OSError as e:
-            if not is_disk_full(e):
-                raise
-
-    def _summary(self) -> None:
-        state, out = self.state, self.out
-        print(
+    def _done_line(self) -> str:
+        state = self.state
+        return (
             f"Done: {state.env_steps:,} env steps, {self.agent.updates:,} updates in "
-            f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}.",
-            file=out,
+            f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}."
         )
-        split = time_split(self.busy_session, time.time() - self.session_start)
-        notes = {"env": " (waiting for the envs)"}
-        parts = ", ".join(f"{part} {100 * frac:.0f}%{notes.get(part, '')}" for part, frac in split.items())
-        print(f"Wall time of this session: {parts}.", file=out)
-        run = RunDir(self.run_dir)
-        print(f"Logs: {run.metrics} (TensorBoard: {run.tensorboard})", file=out)
-        print(f"Checkpoint: {latest_checkpoint(self.run_dir)}", file=out)
 
 
 def _check_finite(step: dict[str, np.ndarray], keys: list[str], env_step: int) -> None:
