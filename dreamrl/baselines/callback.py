@@ -27,7 +27,7 @@ from dreamrl.baselines.env import EnvClock
 from dreamrl.config import Config
 from dreamrl.run.checkpoint import save_checkpoint
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import eval_seeds, evaluate
+from dreamrl.run.evaluate import eval_line, eval_metrics, eval_seeds, evaluate_as_run_says
 from dreamrl.run.interrupt import StopRequest
 from dreamrl.run.logging import LOOP_PARTS, Mean
 from dreamrl.run.progress import Progress
@@ -214,38 +214,19 @@ class RunCallback(BaseCallback):
             return
         seeds = eval_seeds(self.config.seed, state.eval_episodes, run.eval_eps)
         maker = functools.partial(self.make_env, self.config, None, "eval")
-        result = evaluate(
-            self.agent,
-            maker,
-            seeds,
-            run.eval_envs,
-            deterministic=not run.eval_sample,
-            record=self.hooks.record_steps > 0,
-            workers=run.env_workers,
-            timeout=run.env_timeout,
-            check=self.interrupt.check,
-            max_steps=run.eval_max_steps,
-            record_steps=self.hooks.record_steps,
+        result = evaluate_as_run_says(
+            self.agent, maker, seeds, run, record_steps=self.hooks.record_steps, check=self.interrupt.check
         )
         state.eval_episodes += run.eval_eps
         state.last_eval_return = result.mean
         self.metrics.write(
             state.env_steps,
             {
-                "eval/return": result.mean,
-                "eval/return_std": result.std,
-                "eval/length": float(np.mean(result.lengths)),
-                "eval/returns": result.returns,
-                "eval/episodes": len(result.returns),
-                "eval/cut": result.cut_count,
+                **eval_metrics(result),
                 "time/elapsed": self.elapsed(),
             },
         )
-        cut = f", {result.cut_count} cut at {run.eval_max_steps:,} steps" if result.cut_count else ""
-        self.bar.note(
-            f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
-            f"over {len(result.returns)} episodes{cut}"
-        )
+        self.bar.note(eval_line(result, f"at {state.env_steps:,}", run.eval_max_steps))
         for hook in self.hooks.after_eval:
             metrics = hook(self.agent, result, state.env_steps)
             if metrics:

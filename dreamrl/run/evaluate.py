@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dreamrl.agents.base import Agent
+from dreamrl.config import RunConfig
 from dreamrl.envs import EVAL_STREAM, env_seed
 from dreamrl.envs.base import Env
 from dreamrl.envs.pool import EnvHandle, stack
@@ -145,3 +146,48 @@ def evaluate(
             env.close()
     recorded = [{k: np.stack([s[k] for s in trace]) for k in trace[0]} for trace in traces] if record else []
     return EvalResult(returns, lengths, [int(s) for s in seeds], recorded, cut)
+
+
+def evaluate_as_run_says(
+    agent: Agent,
+    make_env: Callable[[], Env],
+    seeds: Sequence[int],
+    run: RunConfig,
+    record_steps: int = 0,
+    check: Callable[[], None] | None = None,
+) -> EvalResult:
+    """:func:`evaluate` with the settings ``run.eval_*`` and the env workers a training run
+    names (every loop evaluates through this, so they evaluate alike)."""
+    return evaluate(
+        agent,
+        make_env,
+        seeds,
+        run.eval_envs,
+        deterministic=not run.eval_sample,
+        record=record_steps > 0,
+        workers=run.env_workers,
+        timeout=run.env_timeout,
+        check=check,
+        max_steps=run.eval_max_steps,
+        record_steps=record_steps,
+    )
+
+
+def eval_metrics(result: EvalResult) -> dict[str, Any]:
+    """The ``eval/*`` metrics of an evaluation, as every run logs them."""
+    return {
+        "eval/return": result.mean,
+        "eval/return_std": result.std,
+        "eval/length": float(np.mean(result.lengths)),
+        "eval/returns": result.returns,
+        "eval/episodes": len(result.returns),
+        "eval/cut": result.cut_count,
+    }
+
+
+def eval_line(result: EvalResult, when: str, max_steps: int) -> str:
+    """The one line a run prints after an evaluation, ``when`` saying at what point."""
+    cut = f", {result.cut_count} cut at {max_steps:,} steps" if result.cut_count else ""
+    return (
+        f"eval {when}: return {result.mean:.1f} ± {result.std:.1f} over {len(result.returns)} episodes{cut}"
+    )

@@ -54,7 +54,7 @@ from dreamrl.run.checkpoint import (
 )
 from dreamrl.run.disk import write_atomic
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import eval_seeds
+from dreamrl.run.evaluate import eval_line, eval_metrics, eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import MetricsLogger
@@ -447,15 +447,12 @@ class OfflineTrainer(Session):
         self.logger.write(
             state.env_steps,
             {
-                **self._eval_record(result),
+                **eval_metrics(result),
                 "train/updates": self.agent.updates,
                 "time/elapsed": self.elapsed(),
             },
         )
-        self.bar.note(
-            f"eval after {self.agent.updates:,} updates: return {result.mean:.1f} ± {result.std:.1f} "
-            f"over {len(result.returns)} episodes"
-        )
+        self.bar.note(eval_line(result, f"after {self.agent.updates:,} updates", run.eval_max_steps))
         self._after_eval(result, {"train/updates": self.agent.updates})
 
     def save(self) -> None:

@@ -23,15 +23,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
-import numpy as np
-
 from dreamrl.agents.base import Agent, TrainResult
 from dreamrl.config import Config
 from dreamrl.replay import Replay
 from dreamrl.run.checkpoint import latest_checkpoint, list_checkpoints
 from dreamrl.run.disk import disk_full_message, is_disk_full
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import EvalResult, evaluate
+from dreamrl.run.evaluate import EvalResult, evaluate_as_run_says
 from dreamrl.run.interrupt import StopRequest
 from dreamrl.run.logging import LOOP_PARTS, Mean
 from dreamrl.run.progress import Progress
@@ -173,32 +171,14 @@ class Session(abc.ABC):
 
     def _evaluate_episodes(self, seeds: list[int]) -> EvalResult:
         """One episode on each of ``seeds`` in ``config.task``, as ``run`` says to evaluate."""
-        run = self.config.run
-        return evaluate(
+        return evaluate_as_run_says(
             self.agent,
             functools.partial(self.make_env, self.config, None, "eval"),
             seeds,
-            run.eval_envs,
-            deterministic=not run.eval_sample,
-            record=self.hooks.record_steps > 0,
-            workers=run.env_workers,
-            timeout=run.env_timeout,
-            check=self.interrupt.check,
-            max_steps=run.eval_max_steps,
+            self.config.run,
             record_steps=self.hooks.record_steps,
+            check=self.interrupt.check,
         )
-
-    @staticmethod
-    def _eval_record(result: EvalResult) -> dict[str, Any]:
-        """The metrics of an evaluation."""
-        return {
-            "eval/return": result.mean,
-            "eval/return_std": result.std,
-            "eval/length": float(np.mean(result.lengths)),
-            "eval/returns": result.returns,
-            "eval/episodes": len(result.returns),
-            "eval/cut": result.cut_count,
-        }
 
     def _after_eval(self, result: EvalResult, extra: Mapping[str, Any]) -> None:
         """Run ``hooks.after_eval`` and log what each returns, with ``extra``."""

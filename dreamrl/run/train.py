@@ -44,7 +44,7 @@ from dreamrl.run.checkpoint import latest_checkpoint, remove_partial_saves, save
 from dreamrl.run.disk import write_atomic
 from dreamrl.run.distributed import Ranks
 from dreamrl.run.errors import RunError
-from dreamrl.run.evaluate import EvalResult, eval_seeds
+from dreamrl.run.evaluate import EvalResult, eval_line, eval_metrics, eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import Mean, MetricsLogger
@@ -381,16 +381,12 @@ class Trainer(Session):
         self.logger.write(
             state.env_steps,
             {
-                **self._eval_record(result),
+                **eval_metrics(result),
                 "time/elapsed": self.elapsed(),
                 **{f"eval/{k}": v for k, v in policy_metrics(self.agent).items()},
             },
         )
-        cut = f", {result.cut_count} cut at {run.eval_max_steps:,} steps" if result.cut_count else ""
-        self.bar.note(
-            f"eval at {state.env_steps:,}: return {result.mean:.1f} ± {result.std:.1f} "
-            f"over {len(result.returns)} episodes{cut}"
-        )
+        self.bar.note(eval_line(result, f"at {state.env_steps:,}", run.eval_max_steps))
         self._after_eval(result, {})
         del result  # its recorded episodes, so that the release below frees them too
         if run.release_every:
