@@ -35,7 +35,7 @@ from dreamrl.baselines.zoo import tuned
 from dreamrl.config import Config, flatten, to_dict
 from dreamrl.envs import make_env as make_default_env
 from dreamrl.run import resume as resumelib
-from dreamrl.run.checkpoint import latest_checkpoint, load_loop_state, remove_partial_saves
+from dreamrl.run.checkpoint import latest_checkpoint, load_loop_state, remove_partial_saves, resume_point
 from dreamrl.run.disk import disk_full_message, is_disk_full, write_atomic
 from dreamrl.run.errors import RunError
 from dreamrl.run.interrupt import stop_on_signals
@@ -71,7 +71,7 @@ def train(
     run_dir = Path(run_dir)
     hooks = hooks if hooks is not None else Hooks()
     resumelib.check_config(run_dir, config)
-    ckpt = _find_checkpoint(run_dir, out)
+    ckpt = resume_point(run_dir, out)
     state = LoopState.from_json(load_loop_state(ckpt)) if ckpt is not None else LoopState()
     if len(state.env_episodes) != config.agent.baseline.envs:
         state.env_episodes = [0] * config.agent.baseline.envs
@@ -159,19 +159,6 @@ def _learn(config: Config, agent: BaselineAgent, session: RunCallback) -> None:
         session.timed("eval", session.evaluate)
     session.log(time.time())
     session.save()
-
-
-def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
-    """The newest checkpoint that verifies, saying which damaged ones were passed over."""
-    skipped: list[str] = []
-    ckpt = latest_checkpoint(run_dir, skipped)
-    for reason in skipped:
-        print(f"warning: skipping a damaged checkpoint: {reason}", file=out)
-    if ckpt is None and skipped:
-        raise RunError(
-            f"{run_dir}: every checkpoint is damaged ({len(skipped)}); move the run dir away to start over"
-        )
-    return ckpt
 
 
 def _close(logger: Any) -> None:

@@ -19,8 +19,9 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
+from dreamrl.run.errors import RunError
 from dreamrl.rundir import (
     AGENT_META,
     CHECKPOINT_NAME,
@@ -271,3 +272,18 @@ def load_loop_tensors(ckpt: Path, rank: int = 0) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def resume_point(run_dir: Path, out: TextIO) -> Path | None:
+    """The newest checkpoint that verifies, saying which damaged ones were passed over."""
+    skipped: list[str] = []
+    ckpt = latest_checkpoint(run_dir, skipped)
+    for reason in skipped:
+        print(f"warning: skipping a damaged checkpoint: {reason}", file=out)
+    if ckpt is None and skipped:
+        raise RunError(
+            f"{run_dir}: every checkpoint is damaged ({len(skipped)}); move the run dir away to start over"
+        )
+    if ckpt is not None and skipped:
+        print(f"Falling back to {ckpt.name}, the newest checkpoint that verifies.", file=out)
+    return ckpt

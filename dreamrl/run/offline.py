@@ -50,6 +50,7 @@ from dreamrl.run.allocator import release_free_memory
 from dreamrl.run.checkpoint import (
     load_loop_state,
     remove_partial_saves,
+    resume_point,
     save_checkpoint,
 )
 from dreamrl.run.disk import write_atomic
@@ -68,7 +69,6 @@ from dreamrl.run.train import (
     Logger,
     LoggerMaker,
     Trained,
-    _find_checkpoint,
     replay_capacity,
     train,
 )
@@ -209,7 +209,7 @@ def _learn_offline(
         locked = run_dir.is_dir()
         if locked:
             held.enter_context(exclusive(run_dir))
-        ckpt = _find_checkpoint(run_dir, out)
+        ckpt = resume_point(run_dir, out)
         dataset = parts.open_dataset(config.offline.dataset, config) if ckpt is None else None
         config, learner = _resolve_env(config, dataset, ckpt, parts.make_env, out)
         resumelib.check_config(run_dir, config)

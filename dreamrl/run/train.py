@@ -40,7 +40,7 @@ from dreamrl.envs.pool import EnvPool, FailureBudget
 from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
-from dreamrl.run.checkpoint import latest_checkpoint, remove_partial_saves, save_checkpoint
+from dreamrl.run.checkpoint import remove_partial_saves, resume_point, save_checkpoint
 from dreamrl.run.disk import write_atomic
 from dreamrl.run.distributed import Ranks
 from dreamrl.run.errors import RunError
@@ -196,7 +196,7 @@ def train(
             act_converter=pool.act_converter,
         )
         ranks.join(agent)
-        ckpt = _find_checkpoint(run_dir, out)
+        ckpt = resume_point(run_dir, out)
         if ckpt is not None:
             resumelib.check_spaces(ckpt, pool.obs_space, pool.act_space)
             resumelib.check_ranks(ckpt, ranks.size)
@@ -244,21 +244,6 @@ class _Silent:
 
     def close(self) -> None:
         pass
-
-
-def _find_checkpoint(run_dir: Path, out: TextIO) -> Path | None:
-    """The newest checkpoint that verifies, saying which damaged ones were passed over."""
-    skipped: list[str] = []
-    ckpt = latest_checkpoint(run_dir, skipped)
-    for reason in skipped:
-        print(f"warning: skipping a damaged checkpoint: {reason}", file=out)
-    if ckpt is None and skipped:
-        raise RunError(
-            f"{run_dir}: every checkpoint is damaged ({len(skipped)}); move the run dir away to start over"
-        )
-    if ckpt is not None and skipped:
-        print(f"Falling back to {ckpt.name}, the newest checkpoint that verifies.", file=out)
-    return ckpt
 
 
 class LoopParts(NamedTuple):
