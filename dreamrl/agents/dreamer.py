@@ -49,7 +49,7 @@ from dreamrl.behaviors.plan_stats import (
 from dreamrl.config import Config, from_dict, to_dict, validate
 from dreamrl.config_tree import replace as replace_config
 from dreamrl.devices import resolve_device
-from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.envs.convert import ActionConverter, ObsConverter, model_observation
 from dreamrl.nets.heads import ActionDist
 from dreamrl.optim import LaProp
 from dreamrl.precision import autocast as precision_autocast
@@ -471,13 +471,7 @@ class DreamerAgent:
         starts a new episode. Returns ``(env_action, state)``.
         """
         first = state is None
-        if isinstance(obs, Mapping) and set(self.obs_space) <= set(obs):
-            model_obs = {k: np.asarray(obs[k]) for k in self.obs_space}
-        else:
-            if self.obs_converter is None:
-                raise ValueError("this agent has no observation converter; pass a dict of model keys")
-            pixels = any(e.kind == "render" for e in self.obs_converter.entries)
-            model_obs = self.obs_converter(None, obs) if pixels else self.obs_converter(obs)
+        model_obs = model_observation(obs, self.obs_space, self.obs_converter)
         batch = {k: v[None] for k, v in model_obs.items()}
         batch["is_first"] = np.array([first])
         actions, state = self.policy(batch, state, deterministic)

@@ -24,7 +24,7 @@ from dreamrl.baselines.algorithms import algorithm, build_model
 from dreamrl.baselines.buffer import restore_buffer, save_buffer
 from dreamrl.baselines.observations import FrameStack, as_sb3
 from dreamrl.config import Config, ConfigError, from_dict, to_dict
-from dreamrl.envs.convert import ActionConverter, ObsConverter
+from dreamrl.envs.convert import ActionConverter, ObsConverter, model_observation
 from dreamrl.rundir import AGENT_META, BASELINE_MODEL, BASELINE_REPLAY
 from dreamrl.spaces import Space
 
@@ -90,13 +90,7 @@ class BaselineAgent:
         """One env's action for one observation as your gymnasium env returns it (for an
         env trained with ``env.pixels=true``, ``env.render()``), or a dict of dreamrl's
         observation keys; ``state=None`` starts an episode. Returns ``(env_action, state)``."""
-        if isinstance(obs, Mapping) and set(self.obs_space) <= set(obs):
-            model_obs = {k: np.asarray(obs[k]) for k in self.obs_space}
-        else:
-            if self.obs_converter is None:
-                raise ValueError("this agent has no observation converter; pass a dict of model keys")
-            pixels = any(e.kind == "render" for e in self.obs_converter.entries)
-            model_obs = self.obs_converter(None, obs) if pixels else self.obs_converter(obs)
+        model_obs = model_observation(obs, self.obs_space, self.obs_converter)
         batch = {k: v[None] for k, v in model_obs.items()}
         batch["is_first"] = np.array([state is None])
         actions, state = self.policy(batch, state, deterministic)

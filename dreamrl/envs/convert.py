@@ -171,6 +171,20 @@ class ObsConverter:
         return cls(entries, tuple(data["size"]), data.get("notes", ()))  # type: ignore[arg-type]
 
 
+def model_observation(
+    obs: Any, obs_space: Mapping[str, Space], converter: ObsConverter | None
+) -> dict[str, np.ndarray]:
+    """One observation as the model reads it, ``{key: [...]}``: ``obs`` is what the env
+    returned (for an env trained with ``env.pixels=true``, ``env.render()``) or already a
+    dict holding the model's keys."""
+    if isinstance(obs, Mapping) and set(obs_space) <= set(obs):
+        return {k: np.asarray(obs[k]) for k in obs_space}
+    if converter is None:
+        raise ValueError("this agent has no observation converter; pass a dict of model keys")
+    pixels = any(e.kind == "render" for e in converter.entries)
+    return converter(None, obs) if pixels else converter(obs)
+
+
 def _index(key: str, value: int, start: int, classes: int) -> int:
     """The class of ``value`` in a space of ``classes`` values from ``start``. A value
     outside it is the env's error, which would otherwise land on a wrong class unseen."""
