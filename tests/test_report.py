@@ -21,7 +21,7 @@ from PIL import Image
 
 from dreamrl.cli.report import report as cmd_report
 from dreamrl.report import build_report
-from dreamrl.report.html import loop_summary
+from dreamrl.report.html import curve_axis, load_runs, loop_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -241,6 +241,27 @@ def test_report_of_an_empty_or_odd_run_dir_says_what_is_absent(tmp_path):
     assert "Could not read" in text and "broken.json" in text
     assert "No timing records" in text
     assert "is not a file name" in text  # a name outside the folder is never embedded
+
+
+def _metrics_dir(path: Path, records: list[dict]) -> Path:
+    path.mkdir(parents=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_curves_of_an_offline_run_are_drawn_against_updates(tmp_path):
+    offline = _metrics_dir(tmp_path / "offline", [
+        {"step": 0, "train/updates": 400, "eval/return": 20.0, "loss/reward": 0.5},
+        {"step": 0, "train/updates": 800, "eval/return": 90.0, "loss/reward": 0.3},
+    ])  # fmt: skip
+    online = _metrics_dir(tmp_path / "online", [
+        {"step": 500, "train/updates": 250, "eval/return": 30.0},
+    ])  # fmt: skip
+    assert curve_axis(load_runs([offline])) == ("train/updates", "updates")
+    assert curve_axis(load_runs([online])) == ("step", "env steps")
+    assert curve_axis(load_runs([offline, online])) == ("step", "env steps")  # one took env steps
+    text = _parse_text(build_report([offline])[0])
+    assert "evaluation return against updates" in text and "Loss terms against updates" in text
 
 
 def test_loop_summary_weights_each_window_by_its_length():

@@ -325,16 +325,32 @@ def _intro(runs: Sequence[Run], now: str) -> str:
     )
 
 
+def curve_axis(runs: Sequence[Run]) -> tuple[str, str]:
+    """(record key, axis label) the curves are drawn against: env steps, or updates when no
+    run has taken an env step yet but their records count updates (offline training logs
+    everything at env step 0, so env steps would pile every point on one x)."""
+    offline = all((run.last_step or 0) == 0 for run in runs) and any(
+        "train/updates" in r for run in runs for r in run.records
+    )
+    return ("train/updates", "updates") if offline else ("step", "env steps")
+
+
 def _curves(runs: Sequence[Run]) -> str:
     from dreamrl.report import plots
+
+    x_key, x_label = curve_axis(runs)
 
     def series(key: str, band: str | None = None) -> list[plots.Series]:
         out = []
         for i, run in enumerate(runs):
-            rows = [r for r in run.records if math.isfinite(_number(r.get(key)))]
+            rows = [
+                r
+                for r in run.records
+                if math.isfinite(_number(r.get(key))) and math.isfinite(_number(r.get(x_key)))
+            ]
             if not rows:
                 continue
-            x = [r["step"] for r in rows]
+            x = [r[x_key] for r in rows]
             y = [_number(r[key]) for r in rows]
             b = [0.0 if math.isnan(s := _number(r.get(band))) else s for r in rows] if band else None
             out.append(plots.Series(run.label, x, y, b, plots.COLORS[i % len(plots.COLORS)]))
@@ -348,8 +364,8 @@ def _curves(runs: Sequence[Run]) -> str:
     if evals:
         panels["evaluation return (mean ± std)"] = evals
     if panels:
-        png = plots.panel_plot(panels, "env steps", columns=2, smoothed=False, panel_size=(5.6, 3.6))
-        parts.append(_plot(png, "Episode score and evaluation return against env steps"))
+        png = plots.panel_plot(panels, x_label, columns=2, smoothed=False, panel_size=(5.6, 3.6))
+        parts.append(_plot(png, f"Episode score and evaluation return against {x_label}"))
         if not scores:
             parts.append(_absent("No training episode has finished yet (no episode/score records)."))
         if not evals:
@@ -361,11 +377,11 @@ def _curves(runs: Sequence[Run]) -> str:
     ordered = [n for n in MAIN_LOSSES if n in names] + [n for n in names if n not in MAIN_LOSSES]
     loss_panels = {f"loss/{n}": s for n in ordered if (s := series(f"loss/{n}"))}
     if loss_panels:
-        png = plots.panel_plot(loss_panels, "env steps", columns=4, smoothed=True)
+        png = plots.panel_plot(loss_panels, x_label, columns=4, smoothed=True)
         parts.append(
             _plot(
                 png,
-                "Loss terms against env steps (unscaled; a moving average over the faint raw values). "
+                f"Loss terms against {x_label} (unscaled; a moving average over the faint raw values). "
                 "Reconstruction terms are named by observation key.",
             )
         )
