@@ -2,7 +2,7 @@
 mixed with a random policy's, eval return against updates, then online fine-tuning of the
 offline agent against a run from scratch at equal env steps.
 
-    python benchmarks/offline.py                         # every stage (about 30 minutes on 2 cores)
+    python benchmarks/offline.py                         # every stage (about 40 minutes on 2 cores)
     python benchmarks/offline.py --out runs/bench-offline --updates 2000 --finetune-steps 1000
 
 Stages, each in ``<out>/`` and each skipped or resumed when its output is there already:
