@@ -81,6 +81,13 @@ def test_two_fake_agents_give_the_hand_computed_table(fake_runs, tmp_path):
     assert "Steps to threshold" in page and "not reached" in page and "data:image/png;base64" in page
 
 
+def test_a_baseline_is_labelled_with_no_world_model(fake_runs, tmp_path):
+    ppo = fake_run(tmp_path / "p0", ["ppo"], 0, [1000, 2000], [20, 30])
+    agents = compare_logdirs([*fake_runs, ppo], tmp_path / "cmp", threshold=100.0)["agents"]
+    assert agents["dreamer"]["world_model"] == "rssm"
+    assert agents["ppo"]["kind"] == "ppo" and agents["ppo"]["world_model"] is None
+
+
 def test_curve_band_by_hand():
     """Two seeds, one grid: the resampled means are a, (a+b)/2 or b."""
     band = stats.curve_band([([0, 10], [0.0, 2.0]), ([0, 10], [4.0, 6.0])], reps=4000)

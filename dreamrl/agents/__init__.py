@@ -57,6 +57,16 @@ AGENTS: dict[str, str] = {
 }
 
 
+# The kinds that learn a world model (agent.wm names it, diagnostics look into it); the
+# others are model-free, and a report or a comparison labels them so.
+WORLD_MODEL_KINDS: frozenset[str] = frozenset({"dreamer"})
+
+
+def learns_world_model(kind: str) -> bool:
+    """Whether an agent of ``agent.kind`` ``kind`` learns a world model."""
+    return kind in WORLD_MODEL_KINDS
+
+
 def _resolve(table: Mapping[str, str], kind: str) -> Any:
     try:
         target = table[kind]

@@ -30,6 +30,7 @@ import numpy as np
 
 from dreamrl.compare import costs, stats
 from dreamrl.config import Config
+from dreamrl.agents import learns_world_model
 from dreamrl.run import aggregate
 from dreamrl.rundir import RunDir
 
@@ -165,7 +166,7 @@ def summarize_agent(
     config = runs[0].config
     out: dict[str, Any] = {
         "kind": config.agent.kind,
-        "world_model": config.agent.wm,
+        "world_model": config.agent.wm if learns_world_model(config.agent.kind) else None,
         "presets": list(config.presets),
         "runs": per_run,
     }

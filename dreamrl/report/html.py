@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamrl.agents import learns_world_model
 from dreamrl.run import aggregate
 from dreamrl.run.logging import LOOP_PARTS, loop_seconds
 from dreamrl.rundir import EVAL_RESULT, RunDir
@@ -86,7 +87,7 @@ class Run:
     @property
     def has_world_model(self) -> bool:
         """Whether the run learned a world model: a model-free baseline did not."""
-        return self.kind == "dreamer"
+        return learns_world_model(self.kind)
 
     @property
     def world_model(self) -> str:
