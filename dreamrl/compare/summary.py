@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from dreamrl.agents import learns_world_model
 from dreamrl.compare import costs, stats
 from dreamrl.config import Config
-from dreamrl.agents import learns_world_model
 from dreamrl.run import aggregate
 from dreamrl.rundir import RunDir
 
