@@ -152,6 +152,49 @@ def test_a_replay_buffer_round_trips_through_plain_arrays_keeping_the_newest_tha
     assert (smaller.pos, smaller.full, smaller.rewards[:, 0].tolist()) == (0, True, [3, 4, 5])
 
 
+class CountedModel:
+    """What UpdateFlops needs of an SB3 model: an update of one [4, 8] x [8, 16] product
+    (1,024 FLOPs) and an action of one [1, 3] x [3, 5] product (30 FLOPs)."""
+
+    def __init__(self):
+        self.num_timesteps, self._last_obs, self.calls = 0, np.zeros((2, 3), np.float32), 0
+
+    def train(self) -> str:
+        import torch
+
+        self.calls += 1
+        torch.ones(4, 8) @ torch.ones(8, 16)
+        return "trained"
+
+    def predict(self, obs, deterministic=False):
+        import torch
+
+        assert obs.shape == (1, 3) and deterministic
+        return (torch.as_tensor(obs) @ torch.ones(3, 5)).numpy(), None
+
+
+def test_update_flops_counts_the_first_update_after_a_rollout_once_and_steps_aside():
+    import pickle
+
+    from dreamrl.baselines.flops import UpdateFlops
+
+    model, reports = CountedModel(), []
+    model.num_timesteps, start = 10, 10
+    flops = UpdateFlops(model, lambda: start, reports.append)
+    with flops.detached():  # SB3's save pickles the model's attributes: none of ours then
+        assert "train" not in vars(model) and pickle.dumps(vars(model))
+    assert model.train() == "trained" and reports == []  # an empty rollout: not counted
+    model.num_timesteps = 14  # a rollout of 4 env steps
+    assert model.train() == "trained" and model.calls == 2
+    (count,) = reports
+    assert (count.update, count.rollout_steps, count.policy_step) == (1024, 4, 30)
+    assert count.per_env_step == 1024 / 4 + 30
+    assert "train" not in vars(model)  # the class's own train from now on
+    model.num_timesteps = 20
+    model.train()
+    assert len(reports) == 1 and model.calls == 3
+
+
 # ---------------------------------------------------------------------------- runs
 
 
@@ -186,6 +229,27 @@ def test_a_baseline_run_writes_a_run_dir_of_dreamrls_layout(ppo_run):
     assert max(r["train/updates"] for r in records if "train/updates" in r) == 2 * 10  # 2 updates x 10 epochs
     (_, ckpt), *_ = reversed(list_checkpoints(ppo_run))
     assert (ckpt / BASELINE_MODEL).is_file() and load_loop_state(ckpt)["env_steps"] == 256
+
+
+def test_a_baseline_logs_the_flops_of_its_first_update_per_env_step_and_compare_reads_them(ppo_run, tmp_path):
+    counted = [r for r in read_metrics(ppo_run) if "cost/gflop_per_env_step" in r]
+    assert [r["step"] for r in counted] == [128]  # once a session, at the first update
+    # SB3's MLPs on CartPole's 4 numbers: a policy 4-64-64-2 and a value net 4-64-64-1.
+    # A product of [n, k] by [k, m] is 2nkm FLOPs; backward computes each weight's gradient
+    # (as many as forward) and the input's gradient for every layer but the first.
+    forward = 2 * (4 * 64 + 64 * 64 + 64 * 2) + 2 * (4 * 64 + 64 * 64 + 64 * 1)
+    backward = forward + 2 * (64 * 64 + 64 * 2) + 2 * (64 * 64 + 64 * 1)
+    update = 20 * 128 * (forward + backward)  # 20 epochs (RL Zoo's) over 8 envs x 16 steps
+    act = 2 * (4 * 64 + 64 * 64 + 64 * 2)  # the deterministic action: the policy net only
+    (record,) = counted
+    assert record["cost/gflop_per_update_call"] == pytest.approx(update / 1e9, rel=1e-12)
+    assert record["cost/gflop_per_policy_step"] == pytest.approx(act / 1e9, rel=1e-12)
+    assert record["cost/gflop_per_env_step"] == pytest.approx((update / 128 + act) / 1e9, rel=1e-12)
+    from dreamrl.compare import compare_logdirs
+
+    cost = compare_logdirs([ppo_run], tmp_path / "cmp", threshold=100.0)["agents"]["ppo"]["cost"]
+    assert cost["flop_source"] == "logged by the runs"
+    assert cost["gflop_per_env_step"] == pytest.approx((update / 128 + act) / 1e9, rel=1e-12)
 
 
 def test_dreamrl_eval_and_report_read_a_baseline_run(ppo_run, tmp_path, capsys):

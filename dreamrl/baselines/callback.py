@@ -3,7 +3,8 @@
 SB3 owns the baseline's loop (collect, update); :class:`RunCallback`, an SB3 callback
 called after every step of the vectorised envs, adds what a dreamrl run does besides:
 episode statistics, the progress bar, metrics every ``run.log_every`` seconds with the
-share of wall time in each part of the loop, dreamrl's evaluation protocol every
+share of wall time in each part of the loop, the FLOPs per env step of the session's
+first update (``dreamrl.baselines.flops``), dreamrl's evaluation protocol every
 ``run.eval_every`` env steps (and the hooks after it), a checkpoint every
 ``run.save_every`` seconds, and the end of training at ``run.steps``, at ``hooks.stop`` or
 on a stop signal. SB3's own metrics reach ``metrics.jsonl`` through :class:`MetricsWriter`.
@@ -11,6 +12,7 @@ on a stop signal. SB3's own metrics reach ``metrics.jsonl`` through :class:`Metr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +26,7 @@ from stable_baselines3.common.logger import KVWriter
 
 from dreamrl.baselines.agent import BaselineAgent
 from dreamrl.baselines.env import EnvClock
+from dreamrl.baselines.flops import FlopCount, UpdateFlops
 from dreamrl.config import Config
 from dreamrl.run.checkpoint import save_checkpoint
 from dreamrl.run.errors import RunError
@@ -110,6 +113,14 @@ class RunCallback(BaseCallback):
         self.mark = time.perf_counter()
         self.env_mark = clock.seconds
         self.collecting = False
+        self.rollout_mark = state.env_steps  # env steps when the current rollout began
+        self.flops: UpdateFlops | None = None
+
+    def _init_callback(self) -> None:
+        self.flops = UpdateFlops(self.model, lambda: self.rollout_mark, self._flops_counted)
+
+    def _flops_counted(self, count: FlopCount) -> None:
+        self.metrics.write(int(self.model.num_timesteps), count.metrics())
 
     # ------------------------------------------------------------------ time split
 
@@ -142,6 +153,7 @@ class RunCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         self._account()
         self.collecting = True
+        self.rollout_mark = int(self.model.num_timesteps)
 
     def _on_rollout_end(self) -> None:
         self._account()
@@ -242,7 +254,8 @@ class RunCallback(BaseCallback):
             )
         state.elapsed = self.elapsed()
         keep = self.config.run.keep_checkpoints
-        save_checkpoint(self.run_dir, state.env_steps, self.agent, asdict(state), keep)
+        with self.flops.detached() if self.flops is not None else contextlib.nullcontext():
+            save_checkpoint(self.run_dir, state.env_steps, self.agent, asdict(state), keep)
         self.last_save = time.time()
 
     def session_split(self) -> Mapping[str, float]:
