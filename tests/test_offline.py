@@ -189,6 +189,10 @@ def test_env_with_dataset_goes_on_online_with_the_dataset_kept(tmp_path, cartpol
     assert trained.state.train_start == 2  # the first step of the 2 envs
     assert trained.updates == 2 + 1 + (40 - 2) * 32 // (8 * 16)
     assert "Resuming from ckpt-000000000000: 0 env steps, 2 updates" in out
+    online = trained.updates - 2
+    assert f"Done: 40 env steps, {trained.updates:,} updates in " in out
+    assert "Of these, 2 updates and " in out and f"were offline; online {online:,} updates in " in out
+    assert 0 < trained.state.offline_elapsed <= trained.state.elapsed
     dataset = sum(trained.state.dataset_steps)
     stored = list(open_dataset(str(run_dir), trained.agent.config).episodes())
     assert sum(len(e) for e in stored) >= dataset + 40 - 2 * LIMIT  # unfinished online episodes aside

@@ -456,7 +456,7 @@ class OfflineTrainer(Session):
         self._after_eval(result, {"train/updates": self.agent.updates})
 
     def save(self) -> None:
-        self.state.elapsed = self.elapsed()
+        self.state.elapsed = self.state.offline_elapsed = self.elapsed()
         _save(self.run_dir, self.config, self.agent, self.replay, self.state)
         self.last_save = time.time()
 

@@ -24,9 +24,10 @@ class LoopState:
     env_episodes: list[int] = field(default_factory=list)  # episodes started per env
     # Training from a dataset before any env step (dreamrl.run.offline): the updates it
     # attempted (applied or skipped), how many it had attempted at its last evaluation,
-    # and the dataset's steps in each replay stream.
+    # its wall seconds, and the dataset's steps in each replay stream.
     offline_updates: int = 0
     offline_last_eval: int = 0
+    offline_elapsed: float = 0.0  # wall seconds of the offline part (kept at each of its saves)
     dataset_steps: list[int] = field(default_factory=list)
     ranks: int = 1  # processes training the run together (data parallel); env_steps counts all of theirs
     replay: dict[str, Any] = field(default_factory=dict)

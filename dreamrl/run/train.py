@@ -450,10 +450,21 @@ class Trainer(Session):
 
     def _done_line(self) -> str:
         state = self.state
-        return (
+        line = (
             f"Done: {state.env_steps:,} env steps, {self.agent.updates:,} updates in "
             f"{state.elapsed / 60:.1f} min. Last eval return {state.last_eval_return:.1f}."
         )
+        if state.offline_updates:  # a fine-tuned run: its totals hold the offline part too
+            online = self.agent.updates - state.offline_updates
+            if state.offline_elapsed:
+                minutes = (state.elapsed - state.offline_elapsed) / 60
+                line += (
+                    f" Of these, {state.offline_updates:,} updates and {state.offline_elapsed / 60:.1f} "
+                    f"min were offline; online {online:,} updates in {minutes:.1f} min."
+                )
+            else:  # a checkpoint from before the offline part's time was kept
+                line += f" Of these, {state.offline_updates:,} updates were offline; online {online:,}."
+        return line
 
 
 def _check_finite(step: dict[str, np.ndarray], keys: list[str], env_step: int) -> None:
