@@ -15,9 +15,11 @@ steps=${STEPS:-2500}
 extra=${EXTRA:-}
 bin=${DREAMRL:-.venv/bin/dreamrl}
 for obs in vectors pixels; do
-  pixels=false
-  [ "$obs" = pixels ] && pixels=true
+  pixels=false stack=1
+  # From pixels one frame shows no velocity: the model-free baselines, which have no memory,
+  # see the last 4 frames stacked (as RL Zoo gives them on Atari); Dreamer ignores the key.
+  [ "$obs" = pixels ] && pixels=true stack=4
   # shellcheck disable=SC2086  # EXTRA is a list of key=value words; DREAMRL may be "python -m dreamrl"
   $bin compare --env CartPole-v1 --agents "$agents" --seeds "$seeds" --steps "$steps" \
-    --preset demo --out "$out/$obs" --no-progress "env.pixels=$pixels" $extra
+    --preset demo --out "$out/$obs" --no-progress "env.pixels=$pixels" "agent.baseline.frame_stack=$stack" $extra
 done
