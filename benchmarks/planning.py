@@ -3,7 +3,7 @@
     python benchmarks/planning.py latency [key=value ...] [--envs 1 4] [--calls 10] [--preset size1m]
         [--planners mppi cem shooting]
     python benchmarks/planning.py curve RUN_DIR [RUN_DIR ...] [--points 6] [--episodes 10]
-        [--envs 4] [--out planning_curve.json]
+        [--envs 4] [--out FILE, default: planning_curve.json in the first run dir]
 
 ``latency`` times ``agent.policy`` at ``size1m`` (or the presets given) for one step of
 ``--envs`` envs at once, planning with the planners' defaults (TD-MPC2's MPPI and PlaNet's
@@ -296,7 +296,7 @@ def main() -> int:
     cur.add_argument("--points", type=int, default=6, help="checkpoints per run, evenly spread (0: all)")
     cur.add_argument("--episodes", type=int, default=10)
     cur.add_argument("--envs", type=int, default=4)
-    cur.add_argument("--out", type=Path, default=Path("planning_curve.json"))
+    cur.add_argument("--out", type=Path, help="JSON out (default: RUN/planning_curve.json)")
     args = parser.parse_args()
     tune_allocator()
     if args.mode == "latency":
@@ -305,8 +305,9 @@ def main() -> int:
             args.out.write_text(json.dumps(rows, indent=1))
         return 0
     runs = curve(args.runs, args.points, args.episodes, args.envs)
-    write_curve(args.out, runs, args.episodes)
-    print(f"\nWrote {args.out}")
+    out = args.out if args.out is not None else args.runs[0] / "planning_curve.json"
+    write_curve(out, runs, args.episodes)
+    print(f"\nWrote {out}")
     return 0
 
 
