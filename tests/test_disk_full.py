@@ -37,11 +37,11 @@ class FillingLogger(MetricsLogger):
         self.run_dir = run_dir
         self.filled = False
 
-    def write(self, step, metrics):
+    def write(self, step, metrics, offline_updates=None):
         self.filled = self.filled or bool(list_checkpoints(self.run_dir))
         if self.filled:
             raise full()
-        super().write(step, metrics)
+        super().write(step, metrics, offline_updates)
 
     def close(self):
         super().close()

@@ -102,7 +102,7 @@ class ListLogger:
         self.records: list[tuple[int, dict]] = []
         self.closed = False
 
-    def write(self, step, metrics):
+    def write(self, step, metrics, offline_updates=None):
         self.records.append((step, dict(metrics)))
 
     def close(self):

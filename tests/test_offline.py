@@ -25,6 +25,7 @@ from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.offline import train_offline
+from dreamrl.rundir import RunDir
 from dreamrl.spaces import Space, replay_spaces
 
 minari = pytest.importorskip("minari")
@@ -344,3 +345,35 @@ def test_a_checkpoint_saved_again_at_its_step_survives_a_crash_between_renames(t
     ckptlib.verify_checkpoint(found)
     again = ckptlib.save_checkpoint(tmp_path, 0, Saved(), {"n": 3}, keep=2)
     assert [p for _, p in ckptlib.list_checkpoints(tmp_path)] == [again]
+
+
+def test_tensorboard_plots_offline_records_against_updates_and_online_ones_against_env_steps(
+    tmp_path, cartpole_dataset
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    cfg = config(
+        cartpole_dataset,
+        task="CartPole-v1",
+        **{
+            "offline.finetune": True,
+            "run.updates": 4,
+            "run.steps": 40,
+            "run.eval_every": 0,
+            "run.eval_eps": 1,
+        },
+    )
+    offline(cfg, run_dir)
+    events = EventAccumulator(str(RunDir(run_dir).tensorboard))
+    events.Reload()
+    # Logged every update offline (run.log_every=0) and evaluated every 2 (offline.eval_every):
+    # the axis is the updates themselves, where env steps would have put every point at 0.
+    assert [e.step for e in events.Scalars("offline/fps/train")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("offline/eval/return")] == [2, 4]
+    online = [e.step for e in events.Scalars("train/updates")]
+    assert online and all(step > 0 for step in online) and online == sorted(online)
+    # The file keeps the env step for every record, offline ones at 0.
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    offline_logs = [r for r in map(json.loads, lines) if "fps/train" in r and r.get("train/updates", 99) <= 4]
+    assert [r["step"] for r in offline_logs] == [0] * 4

@@ -76,7 +76,12 @@ class MetricsLogger:
             return
         self._previous_hook(args)
 
-    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def write(self, step: int, metrics: Mapping[str, Any], offline_updates: int | None = None) -> None:
+        """Append one record at env step ``step``. A record of training from a dataset
+        (``offline_updates`` given: the updates taken so far) keeps ``step`` in the file,
+        but TensorBoard, whose curves need an axis that moves, plots it under
+        ``offline/<name>`` against the updates; a fine-tune's online records then start
+        their own curves at env step 0 instead of doubling back over the offline ones."""
         if self._thread_error is not None:
             raise self._thread_error
         record: dict[str, Any] = {"step": int(step)}
@@ -86,9 +91,10 @@ class MetricsLogger:
             record[k] = v
         self._file.write(json.dumps(record) + "\n")
         if self._tb is not None:
+            prefix, axis = ("", step) if offline_updates is None else ("offline/", offline_updates)
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
+                    self._tb.add_scalar(prefix + k, v, axis)
 
     def flush(self) -> None:
         self._file.flush()

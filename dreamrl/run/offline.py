@@ -32,7 +32,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -423,6 +423,9 @@ class OfflineTrainer(Session):
     def _position(self) -> str:
         return f"at offline update {self.state.offline_updates:,}"
 
+    def _unlogged(self) -> bool:
+        return self.log_mark != self.state.offline_updates
+
     def log(self, now: float) -> None:
         dt = max(now - self.last_log, 1e-9)
         metrics: dict[str, Any] = self.train_mean.result()
@@ -432,6 +435,9 @@ class OfflineTrainer(Session):
         metrics["train/skipped_updates"] = float(self.state.skipped_updates)
         self._write_log(now, dt, metrics)
         self.log_mark = self.state.offline_updates
+
+    def _record(self, metrics: Mapping[str, Any]) -> None:
+        self.logger.write(self.state.env_steps, metrics, offline_updates=self.state.offline_updates)
 
     def evaluate(self) -> None:
         """The deterministic policy on the next fresh evaluation seeds, in the env the
@@ -444,13 +450,8 @@ class OfflineTrainer(Session):
         result = self._evaluate_episodes(seeds)
         state.eval_episodes += run.eval_eps
         state.last_eval_return = result.mean
-        self.logger.write(
-            state.env_steps,
-            {
-                **eval_metrics(result),
-                "train/updates": self.agent.updates,
-                "time/elapsed": self.elapsed(),
-            },
+        self._record(
+            {**eval_metrics(result), "train/updates": self.agent.updates, "time/elapsed": self.elapsed()}
         )
         self.bar.note(eval_line(result, f"after {self.agent.updates:,} updates", run.eval_max_steps))
         self._after_eval(result, {"train/updates": self.agent.updates})

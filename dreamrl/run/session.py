@@ -117,6 +117,10 @@ class Session(abc.ABC):
         """Write one metrics record of what happened since the last."""
 
     @abc.abstractmethod
+    def _unlogged(self) -> bool:
+        """Whether anything happened since the last record (the final log skips it if not)."""
+
+    @abc.abstractmethod
     def save(self) -> None:
         """Checkpoint everything a resume needs."""
 
@@ -166,8 +170,12 @@ class Session(abc.ABC):
             metrics[f"time/{part}_frac"] = frac
         self.busy = dict.fromkeys(LOOP_PARTS, 0.0)
         metrics["mem/rss_mb"], metrics["mem/peak_rss_mb"] = resident_mb()
-        self.logger.write(self.state.env_steps, metrics)
+        self._record(metrics)
         self.last_log = now
+
+    def _record(self, metrics: Mapping[str, Any]) -> None:
+        """Write one metrics record at the current env step."""
+        self.logger.write(self.state.env_steps, metrics)
 
     def _evaluate_episodes(self, seeds: list[int]) -> EvalResult:
         """One episode on each of ``seeds`` in ``config.task``, as ``run`` says to evaluate."""
@@ -185,14 +193,15 @@ class Session(abc.ABC):
         for hook in self.hooks.after_eval:
             metrics = hook(self.agent, result, self.state.env_steps)
             if metrics:
-                self.logger.write(self.state.env_steps, {**metrics, **extra})
+                self._record({**metrics, **extra})
 
     def run(self) -> LoopState:
         """Run the loop, then log and checkpoint; on an interrupt, checkpoint before
         leaving; a full disk ends the run with one message naming what was kept."""
         try:
             self._loop()
-            self.log(time.time())
+            if self._unlogged():
+                self.log(time.time())
             self.save()
         except KeyboardInterrupt:
             self.bar.note("interrupted: saving a checkpoint before exiting")

@@ -79,9 +79,10 @@ ReplayMaker = Callable[[Config, dict[str, Space], Path], Replay]
 
 
 class Logger(Protocol):
-    """Where the loop's metrics go: one record per call, each with its env step."""
+    """Where the loop's metrics go: one record per call, each with its env step (and, for
+    training from a dataset, the updates taken: :meth:`MetricsLogger.write`)."""
 
-    def write(self, step: int, metrics: Mapping[str, Any]) -> None: ...
+    def write(self, step: int, metrics: Mapping[str, Any], offline_updates: int | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -239,7 +240,7 @@ def _episode_seed(seed: int, first_env: int, env: int, episode: int) -> int:
 class _Silent:
     """The logger of ranks other than 0, which write nothing outside their replay shard."""
 
-    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def write(self, step: int, metrics: Mapping[str, Any], offline_updates: int | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -325,6 +326,9 @@ class Trainer(Session):
 
     def _position(self) -> str:
         return f"at env step {self.state.env_steps:,}"
+
+    def _unlogged(self) -> bool:
+        return self.log_mark != (self.state.env_steps, self.agent.updates)
 
     def log(self, now: float) -> None:
         steps, updates = self.log_mark
