@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from dreamrl.agents.base import policy_metrics
 from dreamrl.agents.dreamer import DreamerAgent
@@ -48,6 +47,7 @@ from dreamrl.cli import main as dreamrl_main
 from dreamrl.cli.common import set_threads
 from dreamrl.config import Config, build_config, parse_overrides
 from dreamrl.envs import make_env
+from dreamrl.flops import counted
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.checkpoint import list_checkpoints
 
@@ -101,9 +101,8 @@ def policy_gflop(agent: DreamerAgent, envs: int) -> float:
     """Matrix-product GFLOP of one policy call for ``envs`` envs (torch's FLOP counter)."""
     obs = {k: np.zeros((envs, *s.shape), np.float32) for k, s in agent.obs_space.items()}
     obs["is_first"] = np.ones(envs, bool)
-    with FlopCounterMode(display=False) as counter:
-        agent.policy(obs, None, False)
-    return counter.get_total_flops() / 1e9
+    _, flop = counted(lambda: agent.policy(obs, None, False))
+    return flop / 1e9
 
 
 def build_agent(config: Config) -> DreamerAgent:

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-
-def counted(work: Callable[[], Any]) -> tuple[Any, int]:
-    """``work()``'s result and the FLOPs torch's counter saw it do (forward and backward)."""
-    with FlopCounterMode(display=False) as counter:
-        result = work()
-    return result, int(counter.get_total_flops())
+from dreamrl.flops import counted
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,9 @@ def counted_gflop(run_dir: Path) -> dict[str, float]:
     """GFLOPs of one update, of one policy step for one env, and per env step, of the
     agent in ``run_dir``'s newest checkpoint (see the module docstring)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from dreamrl.agent import Agent
+    from dreamrl.flops import counted
     from dreamrl.run.bench import random_batch
     from dreamrl.spaces import replay_spaces
 
@@ -62,14 +62,11 @@ def counted_gflop(run_dir: Path) -> dict[str, float]:
     spaces = replay_spaces(agent.obs_space, agent.act_space)
     B, T = config.batch_size, config.batch_length
     data = random_batch(spaces, B, T, rng)
-    with FlopCounterMode(display=False) as counter:
-        agent.train_step(data)  # the loaded copy only; nothing is saved
-    update = counter.get_total_flops()
+    _, update = counted(lambda: agent.train_step(data))  # the loaded copy only; nothing is saved
     obs = {k: v[:, 0] for k, v in random_batch(spaces, 1, 1, rng).items() if k in agent.obs_space}
     obs["is_first"] = np.ones(1, bool)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        agent.policy(obs, None)
-    act = counter.get_total_flops()
+    with torch.no_grad():
+        _, act = counted(lambda: agent.policy(obs, None))
     per_env_step = update * config.run.train_ratio / (B * T) + act
     return {
         "gflop_per_update": update / 1e9,

@@ -158,7 +158,7 @@ def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
     """FLOPs of the encoder and decoder forward passes that ``compute.codec_chunk`` runs again
     in the backward pass of a step on ``data`` (0 without chunking). Counted on dummy
     features in no-grad chunks: the count depends on shapes, not values."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from dreamrl.flops import counted
 
     wm = agent.wm
     chunk = getattr(wm, "codec_chunk", 0)
@@ -170,13 +170,17 @@ def recomputed_flops(agent: Any, data: dict[str, np.ndarray]) -> float:
     n = batch.is_first.numel()
     deter = torch.zeros(n, wm.rssm.cfg.deter, device=agent.device)
     stoch = torch.zeros(n, wm.rssm.stoch_flat, device=agent.device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+
+    def codec_passes() -> None:
         for start in range(0, n, chunk):
             rows = slice(start, start + chunk)
             wm.encoder({k: v[rows] for k, v in obs.items()})
             if decoder is not None:
                 decoder(deter[rows], stoch[rows])
-    return float(counter.get_total_flops())
+
+    with torch.no_grad():
+        _, flop = counted(codec_passes)
+    return float(flop)
 
 
 def imagination_seconds(agent: Any, data: dict[str, np.ndarray], repeats: int = 3) -> tuple[float, int]:
@@ -233,10 +237,9 @@ def bench(
 ) -> dict[str, Any]:
     """Every figure of ``dreamrl bench`` for ``config`` (see the module docstring);
     with ``profile=N`` also where a step's time goes (``profile_step``, N operators)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from dreamrl.agents.dreamer import DreamerAgent as Agent
     from dreamrl.envs import make_env
+    from dreamrl.flops import counted
     from dreamrl.precision import COMPUTE_DTYPES
     from dreamrl.replay import Replay, step_bytes
     from dreamrl.run.train import resident_mb
@@ -294,10 +297,9 @@ def bench(
     profiled = profile_step(step, profile) if profile else None
     # Counted last: a step run under the counter's dispatch mode leaves torch.compile'd
     # code (compute.compile) running as slowly as eager code afterwards.
-    with FlopCounterMode(display=False) as counter:
-        agent.train_step(data)
+    _, counted_flop = counted(lambda: agent.train_step(data))
     recomputed = recomputed_flops(agent, data)
-    flop = counter.get_total_flops() - recomputed
+    flop = counted_flop - recomputed
     return {
         "task": config.task,
         "device": str(agent.device),
