@@ -30,6 +30,7 @@ from dreamrl.diagnostics.hook import training_hooks
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.logging import read_metrics
 from dreamrl.run.train import train
+from dreamrl.rundir import RunDir, diagnosis_name
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,24 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def curve(run_dir: Path) -> list[dict[str, float]]:
-    """Evaluation records ``[{step, return, std, minutes}]`` of a run dir."""
+# Imagined steps at which the curve shows the open-loop reward error of the diagnostics
+# that ran after each evaluation (docs/diagnostics.md).
+OPENLOOP_HORIZONS = (1, 5, 15)
+
+
+def reward_errors(run_dir: Path, step: int) -> dict[str, float]:
+    """The open-loop reward error at each of ``OPENLOOP_HORIZONS`` of the diagnostics taken
+    after the evaluation at ``step`` (``{"1": ..., "5": ..., "15": ...}``; empty where
+    none ran or the horizon is shorter)."""
+    path = RunDir(run_dir).diagnostics / diagnosis_name(int(step))
+    if not path.exists():
+        return {}
+    errors = json.loads(path.read_text())["reward_error"]
+    return {str(h): float(errors[h - 1]) for h in OPENLOOP_HORIZONS if h <= len(errors)}
+
+
+def curve(run_dir: Path) -> list[dict[str, Any]]:
+    """Evaluation records ``[{step, return, std, minutes, reward_error}]`` of a run dir."""
     out = []
     for record in read_metrics(run_dir):
         if "eval/return" in record:
@@ -106,6 +123,7 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
                     "return": record["eval/return"],
                     "std": record["eval/return_std"],
                     "minutes": record.get("time/elapsed", float("nan")) / 60,
+                    "reward_error": reward_errors(run_dir, record["step"]),
                 }
             )
     return out
@@ -115,9 +133,11 @@ def report(name: str, check: Check, points: list[dict[str, float]], overrides: d
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if not k.startswith("run.eval"))
     print(f"\n{name}: {check.env}, presets {' '.join(check.presets)}, {settings}")
     print(f"target: mean eval return >= {check.target:g} within {check.steps:,} env steps")
-    print(f"{'env steps':>10}  {'eval return':>18}  {'wall min':>8}")
+    horizons = "/".join(map(str, OPENLOOP_HORIZONS))
+    print(f"{'env steps':>10}  {'eval return':>18}  {'wall min':>8}  open-loop reward error h={horizons}")
     for p in points:
-        print(f"{p['step']:>10,}  {p['return']:>10.1f} ± {p['std']:<6.1f}  {p['minutes']:>8.1f}")
+        errors = " / ".join(f"{e:.4f}" for e in p["reward_error"].values()) or "—"
+        print(f"{p['step']:>10,}  {p['return']:>10.1f} ± {p['std']:<6.1f}  {p['minutes']:>8.1f}  {errors}")
     hit = next((p for p in points if p["return"] >= check.target and p["step"] <= check.steps), None)
     if hit:
         print(f"REACHED at {hit['step']:,} env steps after {hit['minutes']:.1f} min")
