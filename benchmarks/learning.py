@@ -101,19 +101,23 @@ CHECKS: dict[str, Check] = {
 OPENLOOP_HORIZONS = (1, 5, 15)
 
 
-def reward_errors(run_dir: Path, step: int) -> dict[str, float]:
-    """The open-loop reward error at each of ``OPENLOOP_HORIZONS`` of the diagnostics taken
-    after the evaluation at ``step`` (``{"1": ..., "5": ..., "15": ...}``; empty where
-    none ran or the horizon is shorter)."""
+def openloop_errors(run_dir: Path, step: int) -> dict[str, dict[str, float]]:
+    """The open-loop reward and continue errors at each of ``OPENLOOP_HORIZONS`` of the
+    diagnostics taken after the evaluation at ``step``: ``{"reward": {"1": ..., "5": ...,
+    "15": ...}, "continue": {...}}``, empty where none ran (a horizon past the imagined
+    ones is left out)."""
     path = RunDir(run_dir).diagnostics / diagnosis_name(int(step))
     if not path.exists():
         return {}
-    errors = json.loads(path.read_text())["reward_error"]
-    return {str(h): float(errors[h - 1]) for h in OPENLOOP_HORIZONS if h <= len(errors)}
+    diagnosis = json.loads(path.read_text())
+    return {
+        name: {str(h): float(diagnosis[key][h - 1]) for h in OPENLOOP_HORIZONS if h <= len(diagnosis[key])}
+        for name, key in (("reward", "reward_error"), ("continue", "continue_error"))
+    }
 
 
 def curve(run_dir: Path) -> list[dict[str, Any]]:
-    """Evaluation records ``[{step, return, std, minutes, reward_error}]`` of a run dir."""
+    """Evaluation records ``[{step, return, std, minutes, openloop}]`` of a run dir."""
     out = []
     for record in read_metrics(run_dir):
         if "eval/return" in record:
@@ -123,7 +127,7 @@ def curve(run_dir: Path) -> list[dict[str, Any]]:
                     "return": record["eval/return"],
                     "std": record["eval/return_std"],
                     "minutes": record.get("time/elapsed", float("nan")) / 60,
-                    "reward_error": reward_errors(run_dir, record["step"]),
+                    "openloop": openloop_errors(run_dir, record["step"]),
                 }
             )
     return out
@@ -134,10 +138,17 @@ def report(name: str, check: Check, points: list[dict[str, float]], overrides: d
     print(f"\n{name}: {check.env}, presets {' '.join(check.presets)}, {settings}")
     print(f"target: mean eval return >= {check.target:g} within {check.steps:,} env steps")
     horizons = "/".join(map(str, OPENLOOP_HORIZONS))
-    print(f"{'env steps':>10}  {'eval return':>18}  {'wall min':>8}  open-loop reward error h={horizons}")
+    print(
+        f"{'env steps':>10}  {'eval return':>18}  {'wall min':>8}  "
+        f"open-loop error h={horizons}: reward; continue"
+    )
     for p in points:
-        errors = " / ".join(f"{e:.4f}" for e in p["reward_error"].values()) or "—"
-        print(f"{p['step']:>10,}  {p['return']:>10.1f} ± {p['std']:<6.1f}  {p['minutes']:>8.1f}  {errors}")
+        errors = "; ".join(
+            " / ".join(f"{e:.4f}" for e in p["openloop"].get(name, {}).values())
+            for name in ("reward", "continue")
+        )
+        row = f"{p['step']:>10,}  {p['return']:>10.1f} ± {p['std']:<6.1f}  {p['minutes']:>8.1f}"
+        print(f"{row}  {errors if p['openloop'] else '—'}")
     hit = next((p for p in points if p["return"] >= check.target and p["step"] <= check.steps), None)
     if hit:
         print(f"REACHED at {hit['step']:,} env steps after {hit['minutes']:.1f} min")
