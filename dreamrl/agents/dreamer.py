@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
-from dreamrl import __version__
 from dreamrl.agents.base import Replica, TrainResult
+from dreamrl.agents.meta import agent_meta, read_agent_meta
 from dreamrl.behaviors.actor_critic import (
     ActorCritic,
     Imagined,
@@ -46,7 +46,7 @@ from dreamrl.behaviors.plan_stats import (
     open_windows,
     receive,
 )
-from dreamrl.config import Config, from_dict, to_dict, validate
+from dreamrl.config import Config, validate
 from dreamrl.config_tree import replace as replace_config
 from dreamrl.devices import resolve_device
 from dreamrl.envs.convert import ActionConverter, ObsConverter, model_observation
@@ -520,17 +520,7 @@ class DreamerAgent:
 
     def meta(self) -> dict[str, Any]:
         """What is needed to rebuild the agent, and versions, as JSON."""
-        return {
-            "format": AGENT_FORMAT,
-            "dreamrl": __version__,
-            "torch": torch.__version__,
-            "config": to_dict(self.config),
-            "obs_space": {k: s.to_json() for k, s in self.obs_space.items()},
-            "act_space": self.act_space.to_json(),
-            "obs_converter": self.obs_converter.to_json() if self.obs_converter else None,
-            "act_converter": self.act_converter.to_json() if self.act_converter else None,
-            "updates": self.updates,
-        }
+        return agent_meta(self, AGENT_FORMAT)
 
     def save(self, directory: str | Path) -> None:
         """Write ``agent.safetensors``, ``agent.json`` and a manifest of both into
@@ -563,10 +553,8 @@ class DreamerAgent:
     def _load_dir(
         cls, directory: Path, device: str | torch.device | None, act: str | None = None
     ) -> DreamerAgent:
-        meta = json.loads((directory / AGENT_META).read_text())
-        if meta.get("format", 0) > AGENT_FORMAT:
-            raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
-        config = from_dict(meta["config"])
+        meta = read_agent_meta(directory, AGENT_FORMAT)
+        config = meta.config
         if config.agent.kind != "dreamer":
             raise ValueError(
                 f"{directory} holds a {config.agent.kind} agent, not a DreamerV3 one: load it with "
@@ -574,12 +562,8 @@ class DreamerAgent:
             )
         if act is not None:
             config = validate(replace_config(config, {"agent.act": act}))
-        obs_space = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
-        act_space = Space.from_json(meta["act_space"])
-        obs_conv = ObsConverter.from_json(meta["obs_converter"]) if meta["obs_converter"] else None
-        act_conv = ActionConverter.from_json(meta["act_converter"]) if meta["act_converter"] else None
-        agent = cls(config, obs_space, act_space, device, obs_conv, act_conv)
-        agent.restore(load_file(str(directory / AGENT_WEIGHTS)), meta)
+        agent = cls(config, meta.obs_space, meta.act_space, device, meta.obs_converter, meta.act_converter)
+        agent.restore(load_file(str(directory / AGENT_WEIGHTS)), meta.raw)
         return agent
 
     def restore(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:

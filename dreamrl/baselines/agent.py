@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamrl import __version__
 from dreamrl.agents.base import TrainResult
+from dreamrl.agents.meta import agent_meta, read_agent_meta
 from dreamrl.baselines.algorithms import algorithm, build_model
 from dreamrl.baselines.buffer import restore_buffer, save_buffer
 from dreamrl.baselines.observations import FrameStack, as_sb3
-from dreamrl.config import Config, ConfigError, from_dict, to_dict
+from dreamrl.config import Config, ConfigError
 from dreamrl.envs.convert import ActionConverter, ObsConverter, model_observation
 from dreamrl.rundir import AGENT_META, BASELINE_MODEL, BASELINE_REPLAY
 from dreamrl.spaces import Space
@@ -132,17 +132,9 @@ class BaselineAgent:
         import stable_baselines3
 
         return {
-            "format": AGENT_FORMAT,
-            "dreamrl": __version__,
+            **agent_meta(self, AGENT_FORMAT),
             "stable_baselines3": stable_baselines3.__version__,
-            "torch": torch.__version__,
             "kind": self.kind,
-            "config": to_dict(self.config),
-            "obs_space": {k: s.to_json() for k, s in self.obs_space.items()},
-            "act_space": self.act_space.to_json(),
-            "obs_converter": self.obs_converter.to_json() if self.obs_converter else None,
-            "act_converter": self.act_converter.to_json() if self.act_converter else None,
-            "updates": self.updates,
             "num_timesteps": int(self.model.num_timesteps),
             "episode_num": int(self.model._episode_num),
             "replay_steps": replay_steps,
@@ -202,20 +194,15 @@ class BaselineAgent:
 
     @classmethod
     def _load_dir(cls, directory: Path, device: str | torch.device | None, act: str | None) -> BaselineAgent:
-        meta = json.loads((directory / AGENT_META).read_text())
-        if meta.get("format", 0) > AGENT_FORMAT:
-            raise ValueError(f"{directory}: agent format {meta['format']} is newer than this dreamrl")
-        config = from_dict(meta["config"])
+        meta = read_agent_meta(directory, AGENT_FORMAT)
+        config = meta.config
         if act not in (None, "actor"):
             raise ConfigError(
                 f"--act {act}: {directory} holds a {config.agent.kind} baseline, which acts by its own "
                 "policy; only a world-model agent plans"
             )
-        obs_space = {k: Space.from_json(v) for k, v in meta["obs_space"].items()}
-        act_space = Space.from_json(meta["act_space"])
-        obs_conv = ObsConverter.from_json(meta["obs_converter"]) if meta["obs_converter"] else None
-        act_conv = ActionConverter.from_json(meta["act_converter"]) if meta["act_converter"] else None
+        obs_space, act_space = meta.obs_space, meta.act_space
         model = build_model(config, obs_space, act_space, device=None if device is None else str(device))
-        agent = cls(config, obs_space, act_space, model, obs_conv, act_conv)
+        agent = cls(config, obs_space, act_space, model, meta.obs_converter, meta.act_converter)
         agent.restore_dir(directory, replay=False)
         return agent
