@@ -6,6 +6,7 @@
 #   benchmarks/compare.sh [out dir, default runs/compare]
 # Smaller or other runs through the environment, e.g. a smoke test of a few minutes:
 #   AGENTS=dreamer,actor_real SEEDS=1 STEPS=300 EXTRA="run.eval_every=150 run.eval_eps=2" benchmarks/compare.sh /tmp/cmp
+# and one half alone: OBS=pixels benchmarks/compare.sh (OBS: "vectors pixels" by default).
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-runs/compare}
@@ -14,7 +15,8 @@ seeds=${SEEDS:-3}
 steps=${STEPS:-2500}
 extra=${EXTRA:-}
 bin=${DREAMRL:-.venv/bin/dreamrl}
-for obs in vectors pixels; do
+# shellcheck disable=SC2086  # OBS is a list of words
+for obs in ${OBS:-vectors pixels}; do
   pixels=false stack=1
   # From pixels one frame shows no velocity: the model-free baselines, which have no memory,
   # see the last 4 frames stacked (as RL Zoo gives them on Atari); Dreamer ignores the key.
