@@ -18,6 +18,7 @@ from dreamrl.agents.base import Agent, TrainResult
 from dreamrl.config import Config, build_config
 from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.replay import Replay
+from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.train import Hooks, make_replay, train
 from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
 from dreamrl.spaces import Space
@@ -275,3 +276,37 @@ def test_what_acting_measured_is_logged_apart_for_collection_and_evaluation(tmp_
         progress=False,
     )
     assert not any(k.startswith(("act/", "eval/act/")) for _, m in loggers[-1].records for k in m)
+
+
+def test_a_failing_after_eval_hook_is_reported_and_training_goes_on(tmp_path):
+    """An observer's bug (the diagnostics) must not end a run of hours: the loop says
+    which hook failed and why, prints its traceback, and the other hooks and the training
+    go on to the end, checkpoint included."""
+    config = build_config(
+        ["debug"],
+        {"task": "tiny", "run.steps": 300, "run.eval_every": 150, "run.log_every": 0, "run.train_ratio": 64},
+    )
+
+    def broken(agent, result, step):
+        raise KeyError("kl")
+
+    def working(agent, result, step):
+        return {"hook/step": float(step)}
+
+    logged = []
+
+    def logger(run_dir):
+        logged.append(ListLogger())
+        return logged[-1]
+
+    out = io.StringIO()
+    hooks = Hooks(after_eval=(broken, working), record_steps=100)
+    result = train(config, tmp_path, tiny, DummyAgent, make_replay, logger, hooks, out=out, progress=False)
+    assert result.state.env_steps == 300
+    text = out.getvalue()
+    for step in (150, 300):
+        said = f"warning: the hook broken after the evaluation at {step:,} env steps failed (KeyError: 'kl')"
+        assert said in text
+    assert text.count("Traceback (most recent call last)") == 2
+    assert [s for s, m in logged[0].records if "hook/step" in m] == [150, 300]
+    assert list_checkpoints(tmp_path)[-1][0] == 300

@@ -449,3 +449,28 @@ def test_the_probe_learns_from_the_first_sequences_only(sequences, rows):
     losses = agent.wm.loss(batch).losses
     assert losses[PROBE_PREFIX + "vector"].shape == (rows, agent.config.batch_length)
     assert losses["rew"].shape == (2, agent.config.batch_length)
+
+
+@pytest.mark.parametrize("wm", WMS)
+def test_the_training_hook_logs_the_headline_figures_each_model_has(wm, tmp_path):
+    """dreamrl train's diagnostics after an evaluation, on episodes long enough for the
+    default window (16 observed + 15 imagined): every model logs reward and continue
+    errors; only the latent ones KL, drift and latent usage (a KeyError once stopped a
+    pixel run at its first evaluation long enough to diagnose)."""
+    from types import SimpleNamespace
+
+    from dreamrl.diagnostics.hook import after_eval
+
+    agent = make_agent(wm, **SMALL)
+    spaces = replay_spaces(agent.obs_space, agent.act_space)
+    episode = {k: v[0] for k, v in random_batch(spaces, 1, 40, np.random.default_rng(5)).items()}
+    metrics = after_eval(tmp_path)(agent, SimpleNamespace(episodes=[episode]), 500)
+    assert metrics is not None
+    assert {"diag/reward_error_1", "diag/reward_error_H", "diag/continue_error_H"} <= set(metrics)
+    latent = {"diag/kl_1", "diag/kl_H", "diag/drift_H", "diag/latent_perplexity"}
+    if wm == "pixel":
+        assert not latent & set(metrics)
+    else:
+        assert latent <= set(metrics)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert (tmp_path / "diagnostics" / "diagnose-000000000500.json").is_file()

@@ -239,10 +239,9 @@ class RunCallback(BaseCallback):
             },
         )
         self.bar.note(eval_line(result, f"at {state.env_steps:,}", run.eval_max_steps))
-        for hook in self.hooks.after_eval:
-            metrics = hook(self.agent, result, state.env_steps)
-            if metrics:
-                self.metrics.write(state.env_steps, metrics)
+        bar = self.bar
+        for metrics in self.hooks.after_evaluation(self.agent, result, state.env_steps, bar.note, bar.out):
+            self.metrics.write(state.env_steps, metrics)
 
     def save(self) -> None:
         """Checkpoint the model, its replay buffer and the loop's counters."""

@@ -8,8 +8,9 @@ returns the headline figures for the metrics log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from dreamrl.agents.base import Agent
 from dreamrl.config import Config
@@ -21,6 +22,30 @@ from dreamrl.rundir import RunDir
 # Steps kept of each evaluation episode for the diagnostics' windows (16 windows of
 # context 16 + horizon 15 are cut from them): a bound on evaluation's memory.
 RECORD_STEPS = 512
+
+
+def headline_metrics(d: Mapping[str, Any]) -> dict[str, float]:
+    """The ``diag/*`` metrics of a diagnosis ``d`` (:func:`~dreamrl.diagnostics.run_diagnostics`):
+    what every world model reports (reward and continue errors, reconstruction errors,
+    the fantasy gap of an agent that learns in imagination), and the KL, drift and latent
+    usage of one with latent codes (the pixel predictor has none)."""
+    metrics = {
+        "diag/reward_error_1": d["reward_error"][0],
+        "diag/reward_error_H": d["reward_error"][-1],
+        "diag/continue_error_H": d["continue_error"][-1],
+    }
+    if "kl" in d:
+        metrics.update({"diag/kl_1": d["kl"][0], "diag/kl_H": d["kl"][-1]})
+    if "drift" in d:
+        metrics["diag/drift_H"] = d["drift"][-1]
+    if "latent_perplexity" in d:
+        metrics["diag/latent_perplexity"] = d["latent_perplexity"]
+    metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
+    gap = d.get("fantasy_gap")
+    if gap:
+        metrics.update({f"diag/fantasy_gap_{h}": g for h, g in zip(gap["horizons"], gap["gap"])})
+        metrics["diag/real_return"] = gap["real"]
+    return metrics
 
 
 def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, float] | None]:
@@ -36,22 +61,9 @@ def after_eval(run_dir: Path) -> Callable[[Agent, EvalResult, int], dict[str, fl
         d = run_diagnostics(agent, result.episodes, RunDir(run_dir).diagnostics, step)
         if d is None:
             return None  # every episode was shorter than one window
-        metrics = {
-            "diag/kl_1": d["kl"][0],
-            "diag/kl_H": d["kl"][-1],
-            "diag/reward_error_1": d["reward_error"][0],
-            "diag/reward_error_H": d["reward_error"][-1],
-            "diag/continue_error_H": d["continue_error"][-1],
-            "diag/drift_H": d["drift"][-1],
-            "diag/latent_perplexity": d["latent_perplexity"],
-        }
-        metrics.update({f"diag/recon_{k}": v for k, v in d["recon_error"].items()})
-        gap = d.get("fantasy_gap")
-        if gap:
-            metrics.update({f"diag/fantasy_gap_{h}": g for h, g in zip(gap["horizons"], gap["gap"])})
-            metrics["diag/real_return"] = gap["real"]
-        return metrics
+        return headline_metrics(d)
 
+    hook.__name__ = "diagnostics"  # as a failure's warning names it
     return hook
 
 

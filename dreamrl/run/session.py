@@ -190,10 +190,9 @@ class Session(abc.ABC):
 
     def _after_eval(self, result: EvalResult, extra: Mapping[str, Any]) -> None:
         """Run ``hooks.after_eval`` and log what each returns, with ``extra``."""
-        for hook in self.hooks.after_eval:
-            metrics = hook(self.agent, result, self.state.env_steps)
-            if metrics:
-                self._record({**metrics, **extra})
+        step = self.state.env_steps
+        for metrics in self.hooks.after_evaluation(self.agent, result, step, self.bar.note, self.out):
+            self._record({**metrics, **extra})
 
     def run(self) -> LoopState:
         """Run the loop, then log and checkpoint; on an interrupt, checkpoint before

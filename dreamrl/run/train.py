@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from dreamrl.replay import Replay, check_capacity
 from dreamrl.run import resume as resumelib
 from dreamrl.run.allocator import malloc_in_use, release_free_memory
 from dreamrl.run.checkpoint import remove_partial_saves, resume_point, save_checkpoint
-from dreamrl.run.disk import write_atomic
+from dreamrl.run.disk import is_disk_full, write_atomic
 from dreamrl.run.distributed import Ranks
 from dreamrl.run.errors import RunError
 from dreamrl.run.evaluate import EvalResult, eval_line, eval_metrics, eval_seeds
@@ -103,6 +104,34 @@ class Hooks:
     # Steps of each evaluation episode the hooks need recorded (diagnostics cut windows
     # from them); 0: none. Bounded so that evaluation's memory stays flat.
     record_steps: int = 0
+
+    def after_evaluation(
+        self, agent: Agent, result: EvalResult, step: int, note: Callable[[str], None], out: TextIO
+    ) -> list[Mapping[str, float]]:
+        """What each of ``after_eval`` returns for the evaluation at env step ``step``
+        (those that return figures).
+
+        A hook watches the run (the diagnostics): one that fails has its traceback
+        printed to ``out`` and a warning said through ``note``, and the others and the
+        training go on, as a run of hours is not to end on an observer's error. A full
+        disk still ends the run, as it does anywhere else."""
+        figures = []
+        for hook in self.after_eval:
+            try:
+                metrics = hook(agent, result, step)
+            except Exception as e:
+                if isinstance(e, OSError) and is_disk_full(e):
+                    raise
+                print(traceback.format_exc(), end="", file=out, flush=True)
+                name = getattr(hook, "__name__", type(hook).__name__)
+                note(
+                    f"warning: the hook {name} after the evaluation at {step:,} env steps failed "
+                    f"({type(e).__name__}: {e}); training goes on without its figures"
+                )
+                continue
+            if metrics:
+                figures.append(metrics)
+        return figures
 
 
 class Trained(NamedTuple):
