@@ -5,14 +5,16 @@
 # checkpoint every 4 minutes is kept, so the same runs give actor-against-planner curves
 # (benchmarks/planning.py, docs/planning.md).
 #   benchmarks/world_models.sh [out dir, default runs/wm]
+# Some runs only, in this order (model:seed words):
+#   RUNS="pixel:0 rssm:1" benchmarks/world_models.sh
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-runs/wm}
+runs=${RUNS:-rssm:0 decoderfree:0 pixel:0 rssm:1 decoderfree:1 pixel:1}
 mkdir -p "$out"
-for seed in 0 1; do
-  for wm in rssm decoderfree pixel; do
-    .venv/bin/python benchmarks/learning.py cartpole_pixels_demo --out "$out/$wm-s$seed" \
-      --preset "wm_$wm" "seed=$seed" run.save_every=240 run.keep_checkpoints=1000 >> "$out/$wm-s$seed.log" 2>&1
-    tail -n 12 "$out/$wm-s$seed.log"
-  done
+for run in $runs; do
+  wm=${run%:*} seed=${run#*:}
+  .venv/bin/python benchmarks/learning.py cartpole_pixels_demo --out "$out/$wm-s$seed" \
+    --preset "wm_$wm" "seed=$seed" run.save_every=240 run.keep_checkpoints=1000 >> "$out/$wm-s$seed.log" 2>&1
+  tail -n 12 "$out/$wm-s$seed.log"
 done
