@@ -24,6 +24,7 @@ from dreamrl.run.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
+from dreamrl.run.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 # Training starts at about 130 env steps (the replay then fills a batch of 8x16); the
@@ -103,6 +104,15 @@ def test_kill_9_then_the_same_command_continues_exactly(uninterrupted, tmp_path)
     ]
     assert agents[0]["updates"] == agents[1]["updates"] > 0  # the run's one update counter
     assert not list((logdir / "checkpoints").glob(".tmp-*"))
+    # The killed session's records after its last checkpoint are gone: the log reads as
+    # one run's, its evaluations those of the uninterrupted run.
+    steps = [r["step"] for r in read_metrics(logdir)]
+    assert steps == sorted(steps)
+    assert eval_returns(logdir) == eval_returns(uninterrupted)
+
+
+def eval_returns(logdir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval/return"]) for r in read_metrics(logdir) if "eval/return" in r]
 
 
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
@@ -144,9 +154,22 @@ def test_replay_after_the_checkpoint_is_discarded_and_said(uninterrupted, tmp_pa
     ckpts = list_checkpoints(logdir)
     shutil.rmtree(ckpts[-1][1])  # the newest checkpoint is gone: its replay is now "after"
     kept = list_checkpoints(logdir)[-1][0]
+    later = [r for r in read_metrics(logdir) if r["step"] > kept]
+    assert later  # the records of the session after that checkpoint, among them an evaluation
     proc = run(logdir)
     assert "written after that checkpoint" in proc.stdout
     assert f"Resuming from ckpt-{kept:012d}" in proc.stdout
+    assert f"Discarded {len(later)} metrics record(s) written after that checkpoint." in proc.stdout
+    steps = [r["step"] for r in read_metrics(logdir)]
+    assert steps == sorted(steps)  # written once each: the resumed session wrote them again
+    assert eval_returns(logdir) == eval_returns(uninterrupted)
+    # TensorBoard forgets them too: each evaluation is drawn once, though two event files hold it.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((logdir / "tb").glob("events.out.tfevents.*"))) == 2
+    events = EventAccumulator(str(logdir / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("eval/return")] == eval_returns(uninterrupted)
 
 
 def test_exception_mid_save_keeps_the_previous_checkpoint(tmp_path):

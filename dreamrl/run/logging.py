@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamrl.run.disk import is_disk_full
+from dreamrl.run.disk import is_disk_full, write_atomic
 from dreamrl.rundir import RunDir
 
 # The parts of the training loop whose share of wall time is logged as time/<part>_frac.
@@ -68,7 +68,8 @@ class MetricsLogger:
             else:
                 self._previous_hook = threading.excepthook
                 threading.excepthook = self._thread_failed
-                self._tb = SummaryWriter(str(RunDir(run_dir).tensorboard))
+                purge = tensorboard_purge_step(run_dir)
+                self._tb = SummaryWriter(str(RunDir(run_dir).tensorboard), purge_step=purge)
 
     def _thread_failed(self, args: Any) -> None:
         if args.exc_value is not None and is_disk_full(args.exc_value):
@@ -123,6 +124,50 @@ def _drop_partial_line(path: Path) -> None:
         if data.endswith(b"\n"):
             return
         f.truncate(data.rfind(b"\n") + 1)
+
+
+def tensorboard_purge_step(run_dir: Path) -> int | None:
+    """Where TensorBoard is to forget earlier event files' points when a run resumes: past
+    the last env step ``metrics.jsonl`` keeps (a resume has cut what came after its
+    checkpoint, :func:`drop_records_after`), so that the points of a session killed after
+    its last checkpoint are not drawn beside the resumed session's. None for a new run, and
+    for one that trained from a dataset, whose points are plotted against updates instead
+    (purging is by one axis for every tag)."""
+    records = read_metrics(run_dir)
+    if not records or any(r.get("step") == 0 and r.get("train/updates") for r in records):
+        return None
+    return max(int(r.get("step", 0)) for r in records) + 1
+
+
+def drop_records_after(run_dir: Path, step: int, updates: int) -> int:
+    """Remove from ``run_dir``'s ``metrics.jsonl`` what a session wrote after the
+    checkpoint a resume starts from (at env step ``step`` with ``updates`` updates): the
+    records of a timeline that no longer happened, which the resumed run writes again.
+    Returns how many were removed (a half-written last line counts as one).
+
+    A record is past the checkpoint if its env step is later, or, as a session training
+    from a dataset logs every record at env step 0, if its ``train/updates`` is more.
+    Records up to the checkpoint were all written before it was saved: the loop logs and
+    evaluates before it checkpoints.
+    """
+    path = RunDir(run_dir).metrics
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:  # the half-written last line of a session that was killed
+            dropped += 1
+            continue
+        later = record.get("step", 0) > step or (record.get("train/updates") or 0) > updates
+        if later:
+            dropped += 1
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        write_atomic(path, "".join(kept))
+    return dropped
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

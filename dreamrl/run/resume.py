@@ -30,6 +30,7 @@ from dreamrl.config import Config, ConfigError
 from dreamrl.envs.pool import EnvPool, ReplayMismatchError, stack
 from dreamrl.replay import Replay
 from dreamrl.run.checkpoint import load_loop_state, load_loop_tensors
+from dreamrl.run.logging import drop_records_after
 from dreamrl.run.state import LoopState
 from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
 from dreamrl.spaces import Space
@@ -217,6 +218,11 @@ def restore_learner(
     )
     if replay.dropped_chunks:
         print(f"Discarded {replay.dropped_chunks} replay chunk(s) written after that checkpoint.", file=out)
+    run = RunDir.of(ckpt)
+    if rank == 0 and run is not None:  # the one rank that writes the metrics
+        records = drop_records_after(run.path, state.env_steps, agent.updates)
+        if records:
+            print(f"Discarded {records} metrics record(s) written after that checkpoint.", file=out)
     for problem in replay.bad_chunks:
         print(f"warning: skipped a damaged replay chunk: {problem}", file=out)
     return resumed
