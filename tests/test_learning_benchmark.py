@@ -3,25 +3,14 @@ with the open-loop reward and continue errors of the diagnostics after each eval
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from dreamrl.rundir import RunDir, diagnosis_name
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", ROOT / "benchmarks" / "learning.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from fixtures.benchmark_scripts import load_benchmark
 
 
 def fake_run(run_dir: Path) -> None:
@@ -43,7 +32,7 @@ def fake_run(run_dir: Path) -> None:
 
 
 def test_the_curve_holds_the_errors_at_horizons_1_5_15_where_diagnostics_ran(tmp_path, capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("learning")
     run_dir = tmp_path / "run"
     fake_run(run_dir)
     points = bench.curve(run_dir)

@@ -5,7 +5,6 @@ actor and the planner from every checkpoint of a run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
 from dreamrl.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parent.parent
+from fixtures.benchmark_scripts import load_benchmark
+
 SMALL_MPC = ["agent.mpc.samples=16", "agent.mpc.elites=4", "agent.mpc.policy_samples=2"]
 GAMMA = 1 - 1 / 333  # the agent's discount (agent.horizon)
 WHOLE = 1 + GAMMA + GAMMA**2  # CartPole pays 1 a step: a whole horizon of 3 received
@@ -87,16 +87,8 @@ def test_eval_picks_any_checkpoint_by_its_env_step(planning_run, capsys):
     assert "not an env step, nor a checkpoint dir" in capsys.readouterr().err
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("planning_benchmark", ROOT / "benchmarks" / "planning.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_curve_evaluates_actor_and_planner_from_each_checkpoint(planning_run, tmp_path, capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("planning")
     assert bench.spread([1, 2, 3, 4, 5, 6, 7], 3) == [1, 4, 7] and bench.spread([1, 2], 6) == [1, 2]
     runs = bench.curve([planning_run], points=0, episodes=1, envs=1)
     out = capsys.readouterr().out
