@@ -54,3 +54,40 @@ def test_an_unknown_world_model_is_refused_by_name(capsys):
     code = main(["bench", "--env", "CartPole-v1", "--preset", "debug", "--world-models", "rssm,muzero"])
     assert code == 2
     assert "muzero" in capsys.readouterr().err
+
+
+def test_sizes_time_every_world_model_at_each_size_in_one_run(monkeypatch, capsys):
+    import dreamrl.run.bench as bench_module
+
+    timed = []
+
+    def fake_compare(config, names, **kwargs):
+        timed.append((config.agent.dyn.rssm.deter, config.run.eval_every, tuple(names)))
+        return [
+            {
+                "world_model": n,
+                "train_step_s": 1.0 + i,
+                "imagine_step_ms": 1.0,
+                "imagine_starts": 4,
+                "params": 1,
+            }
+            for i, n in enumerate(names)
+        ]
+
+    monkeypatch.setattr(bench_module, "compare_world_models", fake_compare)
+    monkeypatch.setattr(bench_module, "describe", lambda result: "")
+    args = ["bench", "--env", "CartPole-v1", "--sizes", "size1m,size12m", "--world-models", "rssm,pixel"]
+    assert main([*args, "run.eval_every=77"]) == 0
+    # Each size preset is applied, in order, and the overrides still win over it.
+    assert timed == [(512, 77, ("rssm", "pixel")), (2048, 77, ("rssm", "pixel"))]
+    out = capsys.readouterr().out
+    assert out.index("At size1m:") < out.index("At size12m:")
+    assert "2.00x" in out.split("At size12m:")[1]
+
+
+def test_sizes_are_refused_by_name_and_beside_a_size_preset(capsys):
+    base = ["bench", "--env", "CartPole-v1", "--world-models", "rssm"]
+    assert main([*base, "--sizes", "size1m,size3m"]) == 2
+    assert "size3m" in capsys.readouterr().err
+    assert main([*base, "--sizes", "size1m", "--preset", "size12m"]) == 2
+    assert "--sizes chooses the model size" in capsys.readouterr().err
