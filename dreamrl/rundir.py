@@ -4,6 +4,7 @@ A run dir is what ``dreamrl train --logdir DIR`` writes::
 
     DIR/config.json                  the resolved config (what a resume must match)
     DIR/metrics.jsonl                one JSON object a line, each with ``step``
+    DIR/machines.jsonl               the machine each training session ran on, a line each
     DIR/tb/                          the same metrics for TensorBoard
     DIR/replay/                      replay chunks, ``{stream}-{start}-{length}.npz``
     DIR/replay/rank-<r>/             rank r's replay shard and its lock (``--ranks N``, r >= 1)
@@ -31,6 +32,7 @@ from pathlib import Path
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+MACHINES = "machines.jsonl"
 TENSORBOARD = "tb"
 REPLAY = "replay"
 CHECKPOINTS = "checkpoints"
@@ -115,6 +117,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def machines(self) -> Path:
+        return self.path / MACHINES
 
     @property
     def tensorboard(self) -> Path:

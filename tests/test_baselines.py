@@ -32,6 +32,7 @@ from dreamrl.config import Config, ConfigError, build_config
 from dreamrl.envs import make_env
 from dreamrl.run.checkpoint import list_checkpoints, load_loop_state
 from dreamrl.run.logging import read_metrics
+from dreamrl.run.machine import read_sessions
 from dreamrl.rundir import BASELINE_MODEL, BASELINE_REPLAY, RunDir
 from dreamrl.spaces import Space
 
@@ -350,6 +351,7 @@ def test_rerunning_resumes_a_baseline_where_its_checkpoint_left_it(tmp_path):
     steps = [r["step"] for r in read_metrics(run_dir) if "eval/return" in r]
     assert steps == [100, 150]
     assert (list_checkpoints(run_dir)[-1][1] / BASELINE_REPLAY).is_file()
+    assert [s["env_steps"] for s in read_sessions(run_dir)] == [0, 100]  # a machine line a session
 
 
 def stop_signal_at(step: int):

@@ -192,3 +192,30 @@ def test_a_parallel_run_gets_the_same_config_through_dreamrl_train(tmp_path):
     args.overrides = list(args.overrides) + extra
     assert args.logdir == spec.run_dir == tmp_path / "horizon50+no_continue" / "seed1"
     assert diff(spec.config, resolve(args)) == {"compute.threads": (0, 3)}
+
+
+def test_runs_on_two_kinds_of_machine_are_named_on_the_page_and_warned_of(fake_runs, tmp_path):
+    from dreamrl.compare import describe
+
+    def machine_line(run_dir: Path, isa: list[str]) -> None:
+        line = {
+            "time": "",
+            "env_steps": 0,
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "isa": isa, "gpu": None},
+        }
+        RunDir(run_dir).machines.write_text(json.dumps(line) + "\n")
+
+    for run_dir in fake_runs:
+        machine_line(run_dir, ["avx2"])
+    same = compare_logdirs(fake_runs, tmp_path / "same", threshold=100.0)
+    assert same["wall_time_warnings"] == []
+    assert same["agents"]["dreamer"]["cost"]["machines"] == ["AMD EPYC, 2 cores, avx2"]
+    machine_line(fake_runs[-1], ["avx2", "avx512f"])  # horizon50 seed 1 on a faster machine
+    mixed = compare_logdirs(fake_runs, tmp_path / "mixed", threshold=100.0)
+    assert mixed["wall_time_warnings"] == [
+        "wall times come from 2 kinds of machine: AMD EPYC, 2 cores, avx2; AMD EPYC, 2 cores, avx2/avx512f"
+    ]
+    assert describe(mixed)[-1] == f"warning: {mixed['wall_time_warnings'][0]}"
+    page = (tmp_path / "mixed" / "compare.html").read_text()
+    assert "Warning: wall times come from 2 kinds of machine" in page
+    assert "AMD EPYC, 2 cores, avx2/avx512f" in page

@@ -19,6 +19,7 @@ from dreamrl.config import Config, build_config
 from dreamrl.envs.gym_adapter import GymEnv
 from dreamrl.replay import Replay
 from dreamrl.run.checkpoint import list_checkpoints
+from dreamrl.run.machine import read_sessions
 from dreamrl.run.train import Hooks, make_replay, train
 from dreamrl.rundir import AGENT_META, AGENT_WEIGHTS, RunDir
 from dreamrl.spaces import Space
@@ -174,6 +175,8 @@ def test_a_dummy_agent_replay_and_logger_run_the_loop_and_resume(tmp_path):
     assert resumed.updates > updates_before
     ckpt = RunDir(tmp_path).checkpoint(400)
     assert float(load_file(str(ckpt / AGENT_WEIGHTS))["seen"]) == resumed.updates
+    # Each session recorded the machine it ran on, and where in the run it began.
+    assert [s["env_steps"] for s in read_sessions(tmp_path)] == [0, 300]
 
 
 def test_the_default_replay_factory_builds_the_on_disk_replay(tmp_path):

@@ -24,6 +24,7 @@ from dreamrl.datasets.minari_data import episode_steps, steps_from_transitions
 from dreamrl.envs.convert import ActionConverter, ObsConverter
 from dreamrl.run.checkpoint import list_checkpoints
 from dreamrl.run.logging import read_metrics
+from dreamrl.run.machine import read_sessions
 from dreamrl.run.offline import train_offline
 from dreamrl.rundir import RunDir
 from dreamrl.spaces import Space, replay_spaces
@@ -168,6 +169,7 @@ def test_an_offline_run_resumes_where_it_stopped(tmp_path, cartpole_dataset):
     assert [step for step, _ in list_checkpoints(run_dir)] == [0]
     updates = [r["train/updates"] for r in read_metrics(run_dir) if "eval/return" in r]
     assert updates == [2, 4]
+    assert len(read_sessions(run_dir)) == 2  # a machine line a session
 
 
 def test_env_with_dataset_goes_on_online_with_the_dataset_kept(tmp_path, cartpole_dataset):

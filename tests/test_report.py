@@ -22,6 +22,7 @@ from PIL import Image
 from dreamrl.cli.report import report as cmd_report
 from dreamrl.report import build_report
 from dreamrl.report.html import curve_axis, load_runs, loop_summary
+from dreamrl.run.machine import machine_label, read_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -215,6 +216,9 @@ def test_report_is_one_self_contained_file(report, runs, evaluated):
     assert "No diagnostics" in text and "No counterfactuals" in text  # run2 has neither
     assert "waiting for envs" in text and "peak resident MB" in text
     assert re.search(r"run1 \d+\.\d \d+\.\d \d+\.\d{3} [\d,]+ \d+%", text), text  # the speed row
+    # The machine its one training session recorded, in the same words compare uses.
+    (session,) = read_sessions(runs["run1"])
+    assert machine_label(session["machine"]) in text
 
 
 def _parse_text(html: str) -> str:

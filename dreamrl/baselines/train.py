@@ -41,6 +41,7 @@ from dreamrl.run.errors import RunError
 from dreamrl.run.interrupt import stop_on_signals
 from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import MetricsLogger
+from dreamrl.run.machine import record_session
 from dreamrl.run.progress import Progress
 from dreamrl.run.state import LoopState
 from dreamrl.run.train import EnvMaker, Hooks, LoggerMaker, Trained
@@ -97,6 +98,7 @@ def train(
                 file=out,
             )
         _describe(config, agent, out)
+        record_session(run_dir, state.env_steps, config.compute.device)
         logger = make_logger(run_dir)
         agent.model.set_logger(Logger(None, [MetricsWriter(logger)]))
         bar = Progress(config.run.steps, state.env_steps, enabled=progress, out=out)

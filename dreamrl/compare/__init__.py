@@ -159,4 +159,5 @@ def describe(summary: Mapping[str, Any]) -> list[str]:
         if gap:
             parts.append(f"fantasy gap H={gap['horizons'][-1]} {gap['gap'][-1]:+.3g}")
         lines.append("  ".join(parts))
+    lines.extend(f"warning: {w}" for w in summary.get("wall_time_warnings", []))
     return lines

@@ -9,7 +9,9 @@ Per agent, over its seeds (see :mod:`.stats` for the statistics):
 - ``final``: each seed's newest evaluation (``dreamrl eval``'s file or the last
   ``eval/return``, as ``dreamrl report`` picks it) as that seed's score; their mean, IQM
   and median with stratified-bootstrap intervals (:func:`dreamrl.run.aggregate.aggregate`);
-- ``cost``: wall seconds and GFLOPs per env step (:mod:`.costs`);
+- ``cost``: wall seconds and GFLOPs per env step (:mod:`.costs`), and the machines the
+  runs' sessions ran on (:mod:`dreamrl.run.machine`); ``wall_time_warnings`` says where
+  those make wall times unfit to compare;
 - ``openloop``: the open-loop errors against horizon of each seed's newest diagnostics,
   averaged over seeds, and the world model they come from;
 - ``fantasy_gap``: the same for the fantasy gap (:mod:`dreamrl.diagnostics.fantasy`).
@@ -21,7 +23,7 @@ diagnostics no open-loop errors, and the page says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import numpy as np
 from dreamrl.agents import learns_world_model
 from dreamrl.compare import costs, stats
 from dreamrl.config import Config
-from dreamrl.run import aggregate
+from dreamrl.run import aggregate, machine
 from dreamrl.rundir import RunDir
 
 FORMAT = 1
@@ -141,6 +143,7 @@ def summarize_agent(
         final = evaluation.mean if evaluation is not None else math.nan
         reached = stats.steps_to_threshold(steps, returns, threshold) if threshold is not None else None
         wall = costs.wall_seconds_per_env_step(records)
+        sessions = machine.read_sessions(run.run_dir)
         last = max((int(r["step"]) for r in records if isinstance(r.get("step"), int)), default=0)
         if steps:
             curves.append((steps, returns))
@@ -160,6 +163,9 @@ def summarize_agent(
                 "final": _finite(final),
                 "steps_to_threshold": reached,
                 "wall_s_per_env_step": _finite(wall),
+                "machines": machine.machine_labels(sessions),
+                "sessions": len(sessions),
+                "crowded_sessions": machine.crowded_sessions(sessions),
                 "problems": problems,
             }
         )
@@ -184,6 +190,7 @@ def summarize_agent(
     if finals:
         out["final"] = aggregate.aggregate(finals, reps=reps, confidence=stats.CONFIDENCE)
     out["cost"] = _cost(runs, walls, logged_flops, flops)
+    out["cost"]["machines"] = _union(r["machines"] for r in per_run)
     if diagnoses:
         out["openloop"] = mean_curves(diagnoses, HORIZON_KEYS)
         out["openloop_seeds"] = len(diagnoses)
@@ -215,6 +222,37 @@ def _cost(
     return cost
 
 
+def _union(lists: Iterable[Sequence[str]]) -> list[str]:
+    """The distinct items of ``lists``, in the order they first come."""
+    seen: list[str] = []
+    for items in lists:
+        seen.extend(item for item in items if item not in seen)
+    return seen
+
+
+def wall_time_warnings(agents: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What makes the agents' wall times unfit to set side by side: runs on more than one
+    kind of machine, a run whose sessions ran on several, sessions that began with the
+    machine busier than its cores. None when every run recorded one machine, idle."""
+    runs = [(name, r) for name, a in agents.items() for r in a.get("runs", [])]
+    kinds = _union(r.get("machines", []) for _, r in runs)
+    warnings = []
+    if len(kinds) > 1:
+        warnings.append(f"wall times come from {len(kinds)} kinds of machine: " + "; ".join(kinds))
+    spanning = [f"{name} seed {r['seed']}" for name, r in runs if len(r.get("machines", [])) > 1]
+    if spanning:
+        warnings.append("resumed on another kind of machine: " + ", ".join(spanning))
+    crowded = [f"{name} seed {r['seed']}" for name, r in runs if r.get("crowded_sessions")]
+    if crowded:
+        warnings.append(
+            "began with the machine busier than its cores (other work shared it): " + ", ".join(crowded)
+        )
+    unknown = [f"{name} seed {r['seed']}" for name, r in runs if not r.get("sessions")]
+    if unknown and kinds:
+        warnings.append("recorded no machine (older runs): " + ", ".join(unknown))
+    return warnings
+
+
 def summarize(
     groups: Mapping[str, Sequence[RunEntry]],
     threshold: float | None,
@@ -223,11 +261,13 @@ def summarize(
 ) -> dict[str, Any]:
     """``compare.json``'s content for runs grouped by agent (every run on one task)."""
     tasks = sorted({r.config.task for runs in groups.values() for r in runs})
+    agents = {agent: summarize_agent(runs, threshold, reps, flops) for agent, runs in groups.items()}
     return {
         "format": FORMAT,
         "task": tasks[0] if len(tasks) == 1 else tasks,
         "threshold": threshold,
         "confidence": stats.CONFIDENCE,
         "reps": reps,
-        "agents": {agent: summarize_agent(runs, threshold, reps, flops) for agent, runs in groups.items()},
+        "agents": agents,
+        "wall_time_warnings": wall_time_warnings(agents),
     }

@@ -107,7 +107,7 @@ def _final(agents: Mapping[str, Any]) -> str:
     return note + _table(["agent", "seeds", "mean", "IQM", "median"], rows)
 
 
-def _costs(agents: Mapping[str, Any]) -> str:
+def _costs(agents: Mapping[str, Any], warnings: Sequence[str] = ()) -> str:
     rows = []
     for name, a in agents.items():
         c = a.get("cost", {})
@@ -129,6 +129,10 @@ def _costs(agents: Mapping[str, Any]) -> str:
         "FLOPs per env step are one update's (forward and backward) times the updates per env step, "
         "plus one policy step.</p>"
     )
+    machines = sorted({m for a in agents.values() for m in a.get("cost", {}).get("machines", [])})
+    if machines:
+        note += "<p>Machines the runs trained on: " + "; ".join(esc(m) for m in machines) + ".</p>"
+    note += "".join(_absent(f"Warning: {w}.") for w in warnings)
     head = [
         "agent",
         "wall ms per env step",
@@ -214,7 +218,7 @@ def build_compare_page(summary: Mapping[str, Any]) -> str:
         ("curves", "Return against env steps", _curves(agents, threshold)),
         ("threshold", "Steps to threshold", _threshold(agents, threshold)),
         ("final", "Final return", _final(agents)),
-        ("cost", "Cost per env step", _costs(agents)),
+        ("cost", "Cost per env step", _costs(agents, summary.get("wall_time_warnings", []))),
         ("openloop", "Open-loop error against horizon", _openloop(agents)),
         ("fantasy", "Fantasy gap", _fantasy(agents)),
         ("runs", "Runs", _runs(agents)),

@@ -415,10 +415,13 @@ def loop_summary(records: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def _speed(runs: Sequence[Run]) -> str:
+    from dreamrl.run.machine import machine_labels, read_sessions
+
     rows = []
     for run in runs:
         s = loop_summary(run.records)
         shares = [_percent(s[f"{part}_frac"]) for part in LOOP_PARTS]
+        machines = machine_labels(read_sessions(run.path))
         rows.append(
             [
                 esc(run.label),
@@ -427,17 +430,20 @@ def _speed(runs: Sequence[Run]) -> str:
                 _fmt(s["updates_per_s"], ".3f"),
                 _fmt(s["peak_rss_mb"], ",.0f"),
                 *shares,
+                esc("; ".join(machines)) if machines else "—",
             ]
         )
     if all(row[1] == "—" for row in rows):
         return _absent("No timing records (time/elapsed) in any metrics.jsonl.")
     head = ["run", "wall minutes", "env steps/s", "updates/s", "peak resident MB"]
-    head += ["train", "waiting for envs", "acting", "evaluating", "saving"]
+    head += ["train", "waiting for envs", "acting", "evaluating", "saving", "machine"]
     return (
         "<p>Rates over the whole run (wall time includes evaluation and saving), and the share of "
         "wall time in each part of the loop, from the <code>time/*_frac</code> records. With env "
         "workers in processes, the envs step while the agent trains: waiting for envs is only the "
-        "part of their time that training did not hide.</p>" + _table(head, rows)
+        "part of their time that training did not hide. The machine is what each training session "
+        "recorded in <code>machines.jsonl</code> (several when the run resumed elsewhere).</p>"
+        + _table(head, rows)
     )
 
 

@@ -59,6 +59,7 @@ from dreamrl.run.evaluate import eval_line, eval_metrics, eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import MetricsLogger
+from dreamrl.run.machine import record_session
 from dreamrl.run.progress import Progress
 from dreamrl.run.session import Session, check_weights_finite
 from dreamrl.run.state import LoopState
@@ -256,6 +257,7 @@ def _learn_offline(
             )
             return config, state, agent
         _describe(config, agent, replay, out)
+        record_session(run_dir, state.env_steps, config.compute.device)
         interrupt = held.enter_context(stop_on_signals())
         loop = OfflineParts(agent, replay, parts.make_logger(run_dir), parts.make_env)
         state = OfflineTrainer(config, run_dir, loop, hooks, state, out, progress, interrupt).run()

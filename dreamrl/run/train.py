@@ -49,6 +49,7 @@ from dreamrl.run.evaluate import EvalResult, eval_line, eval_metrics, eval_seeds
 from dreamrl.run.interrupt import StopRequest, stop_on_signals
 from dreamrl.run.lock import exclusive
 from dreamrl.run.logging import Mean, MetricsLogger
+from dreamrl.run.machine import record_session
 from dreamrl.run.progress import Progress
 from dreamrl.run.session import Session, check_weights_finite
 from dreamrl.run.session import resident_mb as resident_mb  # re-exported: imported from here elsewhere
@@ -249,6 +250,8 @@ def train(
         else:
             resumed = resumelib.Resumed.fresh(run.envs)
         resumed.state.ranks = ranks.size
+        if ranks.writer:
+            record_session(run_dir, resumed.state.env_steps, config.compute.device)
         _describe(config, agent, pool, replay, out)
         ranks.describe(config, out)
         logger = make_logger(run_dir) if ranks.writer else _Silent()
