@@ -29,6 +29,7 @@ from dreamrl.config import build_config, parse_overrides
 from dreamrl.diagnostics.hook import training_hooks
 from dreamrl.run.allocator import exec_with_jemalloc, tune_allocator
 from dreamrl.run.logging import read_metrics
+from dreamrl.run.machine import machine_labels, read_sessions
 from dreamrl.run.train import train
 from dreamrl.rundir import RunDir, diagnosis_name
 
@@ -133,7 +134,15 @@ def curve(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def report(name: str, check: Check, points: list[dict[str, float]], overrides: dict[str, Any]) -> dict:
+def report(
+    name: str,
+    check: Check,
+    points: list[dict[str, float]],
+    overrides: dict[str, Any],
+    machines: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """Print the curve and the verdict; ``machines``: what the run's sessions trained on
+    (its wall minutes mean little without them)."""
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if not k.startswith("run.eval"))
     print(f"\n{name}: {check.env}, presets {' '.join(check.presets)}, {settings}")
     print(f"target: mean eval return >= {check.target:g} within {check.steps:,} env steps")
@@ -156,6 +165,8 @@ def report(name: str, check: Check, points: list[dict[str, float]], overrides: d
         best = max(points, key=lambda p: p["return"], default=None)
         best_text = f"best {best['return']:.1f} at {best['step']:,}" if best else "no evaluation"
         print(f"NOT REACHED within {check.steps:,} env steps ({best_text})")
+    if machines:
+        print(f"trained on: {'; '.join(machines)}")
     return {
         "check": name,
         "env": check.env,
@@ -164,6 +175,7 @@ def report(name: str, check: Check, points: list[dict[str, float]], overrides: d
         "reached_at": hit["step"] if hit else None,
         "curve": points,
         "settings": overrides,
+        "machines": list(machines),
     }
 
 
@@ -183,7 +195,8 @@ def run_check(name: str, out: Path, extra: dict[str, str], full: bool, presets: 
     run_dir = out / name
     stop = None if full else (lambda _state: held_target(run_dir, check.target))
     train(config, run_dir, hooks=training_hooks(config, run_dir, stop), progress=sys.stdout.isatty())
-    return report(name, check, curve(run_dir), {k: v for k, v in overrides.items() if k != "task"})
+    settings = {k: v for k, v in overrides.items() if k != "task"}
+    return report(name, check, curve(run_dir), settings, machine_labels(read_sessions(run_dir)))
 
 
 def main() -> int:
@@ -207,7 +220,9 @@ def main() -> int:
     for name in names:
         if args.report_only:
             check = CHECKS[name]
-            results.append(report(name, check, curve(args.out / name), {**check.overrides, **extra}))
+            run_dir = args.out / name
+            machines = machine_labels(read_sessions(run_dir))
+            results.append(report(name, check, curve(run_dir), {**check.overrides, **extra}, machines))
         else:
             results.append(run_check(name, args.out, extra, args.full, tuple(args.preset)))
     write_summary(args.out / "summary.json", results)

@@ -42,8 +42,9 @@ def test_the_curve_holds_the_errors_at_horizons_1_5_15_where_diagnostics_ran(tmp
     assert points[1]["openloop"]["continue"] == pytest.approx({"1": 0.1, "5": 0.5, "15": 1.5})
 
     check = bench.CHECKS["cartpole_pixels_demo"]  # target 400
-    summary = bench.report("cartpole_pixels_demo", check, points, {})
+    summary = bench.report("cartpole_pixels_demo", check, points, {}, ["AMD EPYC, 2 cores, avx2"])
     out = capsys.readouterr().out
     assert "REACHED at 200 env steps after 3.0 min" in out
+    assert "trained on: AMD EPYC, 2 cores, avx2" in out and summary["machines"] == ["AMD EPYC, 2 cores, avx2"]
     assert "0.0100 / 0.0500 / 0.1500; 0.1000 / 0.5000 / 1.5000" in out
     assert summary["reached_at"] == 200 and summary["curve"] == points
