@@ -91,3 +91,25 @@ def test_sizes_are_refused_by_name_and_beside_a_size_preset(capsys):
     assert "size3m" in capsys.readouterr().err
     assert main([*base, "--sizes", "size1m", "--preset", "size12m"]) == 2
     assert "--sizes chooses the model size" in capsys.readouterr().err
+
+
+def test_sizes_without_world_models_time_the_configured_agent_at_each_size(monkeypatch, capsys):
+    import json
+
+    import dreamrl.run.bench as bench_module
+
+    monkeypatch.setattr(
+        bench_module,
+        "bench",
+        lambda config, **kwargs: {"deter": config.agent.dyn.rssm.deter, "wm": config.agent.wm},
+    )
+    monkeypatch.setattr(bench_module, "describe", lambda result: f"deter {result['deter']}")
+    assert (
+        main(["bench", "--env", "CartPole-v1", "--sizes", "size12m,size1m", "--json", "agent.wm=pixel"]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["At size12m:", "deter 2048", "At size1m:", "deter 512"]
+    assert json.loads(lines[-1]) == {
+        "size12m": {"deter": 2048, "wm": "pixel"},
+        "size1m": {"deter": 512, "wm": "pixel"},
+    }
