@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(describe(result) if size is None else f"At {size}:\n{describe(result)}")
         results.append(result)
     if args.json:
-        print(json.dumps(results[0] if not args.sizes else dict(zip(sizes_of(args), results))))
+        print(json.dumps(results[0] if not args.sizes else {s: r for (s, _), r in zip(configs, results)}))
     return 0
 
 

@@ -1,8 +1,8 @@
 """Which machine each training session of a run ran on (``DIR/machines.jsonl``).
 
-Wall times are a fact about a machine as much as about an agent: the same update can take
-three times as long on a CPU without AVX-512, and a run that resumed elsewhere has a clock
-made of two machines. Every session of every training loop (online, offline, the
+Wall times are a fact about a machine as much as about an agent: the same update took
+three times as long on one 2-core CPU as on another (docs/performance.md), and a run that
+resumed elsewhere has a clock made of two machines. Every session of every training loop (online, offline, the
 baselines') appends one line when it starts, so that ``dreamrl compare`` can say whether
 the wall times it puts side by side came from one kind of machine.
 
