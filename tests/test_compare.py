@@ -11,7 +11,7 @@ import pytest
 
 from dreamrl.cli import main
 from dreamrl.compare import compare, compare_logdirs, stats
-from dreamrl.compare.runs import agent_of, check_agents, plan, status
+from dreamrl.compare.runs import agent_of, check_agents, plan, status, train_in_process
 from dreamrl.config import ConfigError, build_config, to_dict
 from dreamrl.rundir import RunDir
 
@@ -121,7 +121,7 @@ def test_cli_refuses_an_unknown_agent(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypatch):
+def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypatch, capsys):
     from dreamrl import agents
 
     from fixtures import fake_trainer
@@ -135,13 +135,28 @@ def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypat
     kwargs = dict(
         presets=["debug"], overrides={"agent.kind": "fake"}, threshold=100.0, progress=False, reps=200
     )
+    table = out / "compare.json"
+    runs_in_table: list[int | None] = []  # how many runs compare.json held as each run began
+
+    def train(spec, progress, stream):
+        held = json.loads(table.read_text())["agents"] if table.exists() else None
+        runs_in_table.append(None if held is None else sum(len(a["runs"]) for a in held.values()))
+        train_in_process(spec, progress, stream)
+
     with pytest.raises(KeyboardInterrupt):
-        compare(out, **args, **kwargs)
+        compare(out, **args, **kwargs, train=train)
     assert [
         (out / "dreamer" / "seed0", 0),
         (out / "dreamer" / "seed1", 0),
         (out / "horizon50" / "seed0", 0),
     ] == fake_trainer.CALLS
+    # Written as each run ended, and once more on the interrupt with the half-done run in it.
+    assert runs_in_table == [None, 1, 2]
+    held = json.loads(table.read_text())
+    assert held["agents"]["dreamer"]["threshold"]["reached"] == 2
+    assert [r["env_steps"] for r in held["agents"]["horizon50"]["runs"]] == [100]
+    assert (out / "compare.html").is_file()
+    assert f"interrupted: {table} holds the runs so far" in capsys.readouterr().out
     specs = plan(out, "CartPole-v1", ["dreamer", "horizon50"], 2, 200, ["debug"], {"agent.kind": "fake"})
     assert [status(s) for s in specs] == ["done", "done", "partial", "new"]
 
@@ -158,16 +173,61 @@ def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypat
     assert fake_trainer.CALLS == []
 
 
-def test_a_compare_trains_debug_runs_end_to_end(tmp_path, capsys):
+def test_seed_order_trains_every_agents_first_seed_first(tmp_path):
+    agents = ["dreamer", "horizon50", "no_continue"]
+    by_agent = plan(tmp_path, "CartPole-v1", agents, 2, 200, ["debug"])
+    by_seed = plan(tmp_path, "CartPole-v1", agents, 2, 200, ["debug"], order="seeds")
+    assert [(s.agent, s.seed) for s in by_agent] == [
+        ("dreamer", 0),
+        ("dreamer", 1),
+        ("horizon50", 0),
+        ("horizon50", 1),
+        ("no_continue", 0),
+        ("no_continue", 1),
+    ]
+    assert [(s.agent, s.seed) for s in by_seed] == [
+        ("dreamer", 0),
+        ("horizon50", 0),
+        ("no_continue", 0),
+        ("dreamer", 1),
+        ("horizon50", 1),
+        ("no_continue", 1),
+    ]
+
+    # The same runs, only in another order: the same dirs, commands and configs.
+    def runs(specs):
+        return sorted((str(s.run_dir), s.args, json.dumps(to_dict(s.config))) for s in specs)
+
+    assert runs(by_seed) == runs(by_agent)
+    with pytest.raises(ConfigError, match="--order: 'random' is not an order; orders are agents, seeds"):
+        plan(tmp_path, "CartPole-v1", agents, 2, 200, ["debug"], order="random")
+
+
+def test_a_compare_trains_debug_runs_end_to_end(tmp_path, capsys, monkeypatch):
     """Two real agents, one seed, a few hundred env steps each, through the CLI."""
+    from dreamrl.compare import costs
+
+    counted: list[Path] = []
+
+    def count(run_dir: Path) -> dict[str, float]:
+        counted.append(run_dir)
+        return real_count(run_dir)
+
+    real_count = costs.counted_gflop
+    monkeypatch.setattr(costs, "counted_gflop", count)
     out = tmp_path / "cmp"
     argv = ["compare", "--env", "CartPole-v1", "--agents", "dreamer,actor_real", "--seeds", "1"]
     argv += ["--steps", "120", "--preset", "debug", "--out", str(out), "--no-progress", "--reps", "200"]
+    argv += ["--order", "seeds"]
     argv += ["run.eval_every=60", "run.eval_eps=1", "run.log_every=0", "compute.threads=1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "Written:" in text and "actor_real" in text
     summary = json.loads((out / "compare.json").read_text())
+    assert summary["plan"]["order"] == "seeds"
+    # The table was written three times (after each run, then at the end); each run's
+    # FLOPs were counted once.
+    assert counted == [out / "dreamer" / "seed0", out / "actor_real" / "seed0"]
     for name in ("dreamer", "actor_real"):
         a = summary["agents"][name]
         assert a["runs"][0]["env_steps"] >= 120 and a["curve"]["steps"]

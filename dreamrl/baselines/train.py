@@ -57,15 +57,18 @@ def train(
     make_env: EnvMaker = make_default_env,
     make_logger: LoggerMaker = MetricsLogger,
     hooks: Hooks | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: bool = True,
     **_: Any,
 ) -> Trained:
     """Train (or resume) the baseline ``config.agent.kind`` in ``run_dir`` until
     ``run.steps`` env steps, or until ``hooks.stop(state)`` says so after an evaluation.
     Keyword arguments of the Dreamer loop that a baseline has no use for (``make_agent``,
-    ``make_replay``) are accepted and ignored."""
+    ``make_replay``) are accepted and ignored. ``out``: where it reports (``sys.stdout``
+    as it is at the call)."""
     from stable_baselines3.common.logger import Logger
+
+    out = out or sys.stdout
 
     from dreamrl.baselines.callback import MetricsWriter, RunCallback
 

@@ -1,10 +1,12 @@
 """``dreamrl compare``: agents x seeds on one env into one compare dir, with a table and a page.
 
     dreamrl compare --env ID --agents dreamer,actor_real,... --seeds K --steps N --out DIR
-                    [--preset NAME ...] [--threshold R] [--parallel P] [--threads T] [key=value ...]
+                    [--order agents|seeds] [--preset NAME ...] [--threshold R]
+                    [--parallel P] [--threads T] [key=value ...]
     dreamrl compare --logdirs RUN_DIR ... --out DIR [--threshold R]
 
-Rerunning the same command on the same ``--out`` trains only the runs not yet done.
+Rerunning the same command on the same ``--out`` trains only the runs not yet done; the
+table is written again whenever a run ends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dreamrl.compare.runs import ORDERS
 from dreamrl.config import ConfigError, parse_overrides
 from dreamrl.presets import PRESETS
 
@@ -30,6 +33,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"eval_distractors; presets: {', '.join(PRESETS)})",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per agent (0 .. K-1)")
+    p.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="agents",
+        help="train agent by agent (each agent's seeds in turn), or seed by seed (every agent's "
+        "seed 0 first, so a comparison stopped halfway has a run of every agent)",
+    )
     p.add_argument("--steps", type=float, help="env steps per run (run.steps)")
     p.add_argument(
         "--preset",
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             args.threads,
             progress=not args.no_progress,
             reps=args.reps,
+            order=args.order,
         )
     for line in describe(summary):
         print(line)

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from dreamrl.compare import stats
-from dreamrl.compare.runs import RunSpec, Trainer, agent_of, plan, read_config, run_all, train_in_process
+from dreamrl.compare.runs import (
+    Outcome,
+    RunSpec,
+    Trainer,
+    agent_of,
+    plan,
+    read_config,
+    run_all,
+    train_in_process,
+)
 from dreamrl.compare.summary import RunEntry, summarize
 from dreamrl.compare.thresholds import default_threshold
 from dreamrl.config import ConfigError
+from dreamrl.rundir import RunDir
 
 JSON_NAME = "compare.json"
 PAGE_NAME = "compare.html"
@@ -59,26 +69,71 @@ def compare(
     threads: int = 0,
     progress: bool = True,
     reps: int = stats.REPS,
-    stdout: TextIO = sys.stdout,
+    stdout: TextIO | None = None,
     train: Trainer = train_in_process,
+    order: str = "agents",
 ) -> dict[str, Any]:
     """Train every agent x seed not yet done under ``out`` and write the comparison there;
-    returns ``compare.json``'s content. Rerunning it resumes what is unfinished."""
+    returns ``compare.json``'s content. Rerunning it resumes what is unfinished.
+
+    The comparison is written again whenever a run ends and when it is interrupted, so a
+    comparison of hours that stops halfway leaves the table of the runs it has. Progress
+    goes to ``stdout`` (``sys.stdout`` as it is at the call)."""
+    stdout = stdout or sys.stdout
     threshold = resolve_threshold(threshold, env)
-    specs = plan(out, env, agents, seeds, steps, presets, overrides)
-    outcome = run_all(specs, stdout, parallel, threads, progress, train)
-    groups = _groups(specs)
-    summary = summarize(groups, threshold, reps)
-    summary["plan"] = {
+    specs = plan(out, env, agents, seeds, steps, presets, overrides, order)
+    plan_info = {
         "agents": list(agents),
         "seeds": seeds,
         "steps": specs[0].config.run.steps,
         "presets": list(presets),
         "overrides": dict(overrides or {}),
+        "order": order,
     }
-    summary["failed"] = [{"agent": s.agent, "seed": s.seed, "reason": why} for s, why in outcome.failed]
-    write_outputs(out, summary)
-    return summary
+
+    flops = _counted_once()
+
+    def write(outcome: Outcome) -> dict[str, Any]:
+        summary = summarize(_groups(specs), threshold, reps, flops)
+        summary["plan"] = plan_info
+        summary["failed"] = [{"agent": s.agent, "seed": s.seed, "reason": why} for s, why in outcome.failed]
+        write_outputs(out, summary)
+        return summary
+
+    def started() -> bool:
+        return any(RunDir(s.run_dir).config.is_file() for s in specs)
+
+    so_far = [Outcome([], [])]
+
+    def write_if_started(outcome: Outcome) -> None:
+        so_far[0] = outcome
+        if started():  # a run that failed before writing its dir leaves nothing to show yet
+            write(outcome)
+
+    try:
+        outcome = run_all(specs, stdout, parallel, threads, progress, train, after_each=write_if_started)
+    except KeyboardInterrupt:
+        if started():
+            write(so_far[0])
+            print(f"interrupted: {out / JSON_NAME} holds the runs so far", file=stdout, flush=True)
+        raise
+    return write(outcome)
+
+
+def _counted_once() -> Callable[[Path], dict[str, float]]:
+    """:func:`~dreamrl.compare.costs.counted_gflop`, counted once per run dir: a run's
+    FLOPs follow from its config, which resuming never changes, and counting them costs
+    an update under the counter for every agent each time the comparison is written."""
+    from dreamrl.compare.costs import counted_gflop
+
+    seen: dict[Path, dict[str, float]] = {}
+
+    def flops(run_dir: Path) -> dict[str, float]:
+        if run_dir not in seen:
+            seen[run_dir] = counted_gflop(run_dir)  # a failure is not remembered: asked again
+        return seen[run_dir]
+
+    return flops
 
 
 def _groups(specs: Sequence[RunSpec]) -> dict[str, list[RunEntry]]:

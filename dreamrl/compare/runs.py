@@ -77,6 +77,9 @@ class RunSpec:
         return self.run_dir.parent / f"{self.run_dir.name}.log"
 
 
+ORDERS = ("agents", "seeds")
+
+
 def plan(
     out: Path,
     env: str,
@@ -85,27 +88,35 @@ def plan(
     steps: int | None,
     presets: Sequence[str] = (),
     overrides: Mapping[str, str] | None = None,
+    order: str = "agents",
 ) -> list[RunSpec]:
-    """Every run of the comparison, agent by agent, seeds ``0 .. seeds-1``; each config
-    is built (and validated) here, so a bad setting stops before any training."""
+    """Every run of the comparison, seeds ``0 .. seeds-1`` of each agent, in the order
+    they train: agent by agent (``order="agents"``: an agent's seeds one after another),
+    or seed by seed (``"seeds"``: every agent's seed 0, then every agent's seed 1, ..., so
+    a comparison stopped halfway has a run of every agent). Each config is built (and
+    validated) here, so a bad setting stops before any training."""
     check_agents(agents)
     if seeds < 1:
         raise ConfigError(f"--seeds: {seeds} is not a positive number of seeds")
+    if order not in ORDERS:
+        raise ConfigError(f"--order: {order!r} is not an order; orders are {', '.join(ORDERS)}")
     overrides = dict(overrides or {})
     specs = []
-    for agent in agents:
+    pairs = [(a, k) for a in agents for k in range(seeds)]
+    if order == "seeds":
+        pairs.sort(key=lambda pair: pair[1])  # stable: agents keep their order within a seed
+    for agent, seed in pairs:
         names = [*presets, *agent_presets(agent)]
-        for seed in range(seeds):
-            settings = {**overrides, "task": env, "seed": str(seed)}
-            if steps is not None:
-                settings["run.steps"] = str(steps)
-            config = build_config(names, settings)
-            args = ["--env", env, "--seed", str(seed)]
-            args += ["--preset", *names] if names else []
-            args += [f"{k}={v}" for k, v in overrides.items()]
-            if steps is not None:
-                args += [f"run.steps={steps}"]
-            specs.append(RunSpec(agent, seed, config, out / agent / f"seed{seed}", tuple(args)))
+        settings = {**overrides, "task": env, "seed": str(seed)}
+        if steps is not None:
+            settings["run.steps"] = str(steps)
+        config = build_config(names, settings)
+        args = ["--env", env, "--seed", str(seed)]
+        args += ["--preset", *names] if names else []
+        args += [f"{k}={v}" for k, v in overrides.items()]
+        if steps is not None:
+            args += [f"run.steps={steps}"]
+        specs.append(RunSpec(agent, seed, config, out / agent / f"seed{seed}", tuple(args)))
     return specs
 
 
@@ -188,10 +199,12 @@ def run_all(
     threads: int = 0,
     progress: bool = True,
     train: Trainer = train_in_process,
+    after_each: Callable[[Outcome], None] | None = None,
 ) -> Outcome:
     """Train every run that is not done: in this process one after another
     (``parallel=1``), or ``parallel`` subprocesses at a time sharing ``threads`` threads
-    (0: every core). A failed run is reported and the others go on."""
+    (0: every core). A failed run is reported and the others go on. ``after_each`` is
+    called with the outcome so far whenever a run ends, finished or failed."""
     pending = [s for s in specs if status(s) != "done"]
     skipped = len(specs) - len(pending)
     print(
@@ -199,10 +212,11 @@ def run_all(
         + (f" ({parallel} at a time)" if parallel > 1 and pending else ""),
         file=out,
     )
+    ended = after_each or (lambda outcome: None)
     if parallel <= 1:
-        return _one_by_one(pending, out, progress, train)
+        return _one_by_one(pending, out, progress, train, ended)
     budget = threads or os.cpu_count() or 1
-    return _in_parallel(pending, out, parallel, max(1, budget // parallel))
+    return _in_parallel(pending, out, parallel, max(1, budget // parallel), ended)
 
 
 def _describe(spec: RunSpec) -> str:
@@ -213,7 +227,9 @@ def _describe(spec: RunSpec) -> str:
     return f"{spec.agent} seed {spec.seed}: training {spec.config.run.steps:,} env steps"
 
 
-def _one_by_one(pending: Sequence[RunSpec], out: TextIO, progress: bool, train: Trainer) -> Outcome:
+def _one_by_one(
+    pending: Sequence[RunSpec], out: TextIO, progress: bool, train: Trainer, ended: Callable[[Outcome], None]
+) -> Outcome:
     from dreamrl.envs.pool import EnvError
     from dreamrl.run.checkpoint import CheckpointError
     from dreamrl.run.errors import RunError
@@ -226,12 +242,15 @@ def _one_by_one(pending: Sequence[RunSpec], out: TextIO, progress: bool, train: 
         except (RunError, EnvError, CheckpointError) as e:
             print(f"[{i + 1}/{len(pending)}] {spec.agent} seed {spec.seed} failed: {e}", file=out)
             outcome.failed.append((spec, str(e)))
-            continue
-        outcome.trained.append(spec)
+        else:
+            outcome.trained.append(spec)
+        ended(outcome)
     return outcome
 
 
-def _in_parallel(pending: Sequence[RunSpec], out: TextIO, parallel: int, threads: int) -> Outcome:
+def _in_parallel(
+    pending: Sequence[RunSpec], out: TextIO, parallel: int, threads: int, ended: Callable[[Outcome], None]
+) -> Outcome:
     outcome = Outcome([], [])
     queue = list(pending)
     running: list[tuple[RunSpec, subprocess.Popen[bytes], Any]] = []
@@ -267,6 +286,7 @@ def _in_parallel(pending: Sequence[RunSpec], out: TextIO, parallel: int, threads
                     reason = f"dreamrl train exited with status {proc.returncode}; see {spec.log}"
                     outcome.failed.append((spec, reason))
                     print(f"failed: {spec.agent} seed {spec.seed}: {reason}", file=out, flush=True)
+                ended(outcome)
     except KeyboardInterrupt:
         # Each run saves a checkpoint when interrupted: ask them all, and wait for them.
         for _, proc, _ in running:

@@ -157,14 +157,16 @@ def train_offline(
     make_replay: DatasetReplayMaker = make_dataset_replay,
     make_logger: LoggerMaker = MetricsLogger,
     hooks: Hooks = NO_HOOKS,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: bool = True,
     open_dataset: DatasetOpener = open_dataset,
 ) -> Trained:
     """Train (or resume training) ``config`` in ``run_dir`` from ``offline.dataset`` for
     ``run.updates`` updates, then, with ``offline.finetune``, online in ``task`` until
     ``run.steps`` env steps. ``task`` may be '': the env the dataset names is used when it
-    can be made, and evaluation is left out when none can."""
+    can be made, and evaluation is left out when none can. ``out``: where it reports
+    (``sys.stdout`` as it is at the call)."""
+    out = out or sys.stdout
     run_dir = Path(run_dir)
     if not config.offline.dataset:
         raise ConfigError("offline.dataset: no dataset given (dreamrl train --dataset ID_OR_PATH)")

@@ -17,11 +17,11 @@ class Progress:
         total: int,
         initial: int,
         enabled: bool = True,
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
         line_every: float = 30.0,
         unit: str = "env steps",
     ):
-        self.out = out
+        self.out = out or sys.stdout  # as it is now, not as it was at import
         self.unit = unit
         self.enabled = enabled
         self.total = total

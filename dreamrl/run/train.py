@@ -186,7 +186,7 @@ def train(
     make_replay: ReplayMaker = make_replay,
     make_logger: LoggerMaker = MetricsLogger,
     hooks: Hooks = Hooks(),
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     progress: bool = True,
     ranks: Ranks | None = None,
 ) -> Trained:
@@ -196,7 +196,9 @@ def train(
     Every check (config against the saved one, spaces against the checkpoint, the
     replay's size against memory and disk) runs before anything is written, and the run
     dir is locked against a second writer for as long as this runs (:mod:`.lock`).
-    ``ranks``: this process's place in a data-parallel job (:mod:`.distributed`)."""
+    ``ranks``: this process's place in a data-parallel job (:mod:`.distributed`).
+    ``out``: where it reports (``sys.stdout`` as it is at the call)."""
+    out = out or sys.stdout
     run_dir = Path(run_dir)
     resumelib.check_config(run_dir, config)
     run = config.run
