@@ -158,6 +158,26 @@ def test_unknown_env_exits_2(tmp_path):
     proc = dreamrl("train", "--env", "NoSuchEnv-v9", "--logdir", str(tmp_path / "x"), check=False)
     assert proc.returncode == 2
     assert "NoSuchEnv-v9" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_a_mistyped_env_is_refused_before_torch_is_imported(tmp_path, command):
+    """The id is checked first, so the refusal takes a fraction of a second (it took 10 s
+    on a 2-core machine when the env was first made after torch and the config)."""
+    argv = [command, "--env", "CartPole-v9"]
+    argv += ["--logdir", str(tmp_path / "x")] if command == "train" else []
+    code = (
+        "import sys\n"
+        "from dreamrl.cli import main\n"
+        f"status = main({argv!r})\n"
+        "print(status, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], proc.stdout + proc.stderr
+    # gymnasium's own hint comes with it: the versions there are.
+    assert "--env CartPole-v9: gymnasium cannot make this environment" in proc.stderr
+    assert "v1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_module_env_id_and_pixels(tmp_path):

@@ -115,6 +115,14 @@ def test_agents_must_be_presets():
         check_agents(["dreamer", "dreamer"])
 
 
+def test_cli_refuses_an_unknown_env_before_training_anything(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--env", "NoSuchEnv-v9", "--agents", "dreamer", "--out", str(out), "--threshold", "1"]
+    assert main(argv) == 2
+    assert "--env NoSuchEnv-v9: gymnasium cannot make this environment" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_refuses_an_unknown_agent(tmp_path, capsys):
     code = main(["compare", "--env", "CartPole-v1", "--agents", "dreamer,ppo2", "--out", str(tmp_path)])
     assert code == 2 and "ppo2 is not an agent" in capsys.readouterr().err

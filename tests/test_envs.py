@@ -22,6 +22,7 @@ from dreamrl.envs import (
     GymEnv,
     ObsConverter,
     Space,
+    check_task,
     env_seed,
     make_env,
 )
@@ -45,6 +46,18 @@ def check_step_dtypes(step: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- GymEnv
+
+
+def test_check_task_refuses_an_unregistered_gymnasium_id_and_leaves_the_rest_to_make_env():
+    check_task("CartPole-v1")
+    for left_to_make_env in ("dmc:walker_walk", "atari:pong", "crafter", "fixtures.tiny_env:TinyLine-v0"):
+        check_task(left_to_make_env)  # suites and module ids register (or fail) when made
+    with pytest.raises(ConfigError, match=r"--env CartPole-v9: .*\[ `v0`, `v1` \]"):
+        check_task("CartPole-v9")
+    with pytest.raises(ConfigError, match=r"--env ALE/Pong-v5: .*Namespace ALE not found"):
+        check_task("ALE/Pong-v5")
+    with pytest.raises(ConfigError, match="no environment given"):
+        check_task("")
 
 
 def test_cartpole_step_dicts():

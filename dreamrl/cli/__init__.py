@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --ranks N` starts itself again
     from dreamrl.run.allocator import tune_allocator
-    from dreamrl.run.distributed import rank_prefix
+    from dreamrl.run.job import rank_prefix
 
     tune_allocator()
     error = f"{rank_prefix()}error"  # in a data-parallel job, which rank says it

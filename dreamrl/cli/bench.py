@@ -39,6 +39,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dreamrl.envs import check_task
+
+    if args.env:  # before torch is imported: a mistyped id is refused at once
+        check_task(args.env)
     from dreamrl.run.bench import bench, describe
 
     configs = sized_configs(args)

@@ -38,8 +38,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dreamrl.envs import check_task
+
+    if args.env:  # before torch is imported (to build the config): a mistyped id is refused at once
+        check_task(args.env)
     from dreamrl.agents import trainer_for
-    from dreamrl.run.distributed import launched_ranks
+    from dreamrl.run.job import launched_ranks
     from dreamrl.run.resume import check_config
 
     saved = None

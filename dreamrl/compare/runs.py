@@ -95,7 +95,10 @@ def plan(
     or seed by seed (``"seeds"``: every agent's seed 0, then every agent's seed 1, ..., so
     a comparison stopped halfway has a run of every agent). Each config is built (and
     validated) here, so a bad setting stops before any training."""
+    from dreamrl.envs import check_task
+
     check_agents(agents)
+    check_task(env)
     if seeds < 1:
         raise ConfigError(f"--seeds: {seeds} is not a positive number of seeds")
     if order not in ORDERS:

@@ -23,6 +23,7 @@ __all__ = [
     "GymEnv",
     "ObsConverter",
     "Space",
+    "check_task",
     "env_seed",
     "episode_seed",
     "make_env",
@@ -69,6 +70,24 @@ def make_env(config: Config, seed: int | None, mode: str = "train") -> Env:
 
         env = NoisyActions(env, config.env.action_noise, config.env.sticky, seed)
     return env
+
+
+def check_task(task: str) -> None:
+    """ConfigError naming ``--env`` if ``task`` is a plain gymnasium id that gymnasium
+    has not registered (with gymnasium's own hint: the versions there are, the package
+    a namespace needs). Cheap, and asked before anything heavy is built, so a mistyped id
+    is refused at once; the suites and ``module:Env-v0`` ids are left to :func:`make_env`
+    (the latter registers its env only when its module is imported)."""
+    if not task:
+        raise ConfigError("task: no environment given (use --env ID)")
+    if ":" in task or task in SUITES:
+        return
+    import gymnasium
+
+    try:
+        gymnasium.spec(task)
+    except gymnasium.error.Error as e:
+        raise ConfigError(f"--env {task}: gymnasium cannot make this environment ({e})") from None
 
 
 def _make_gym(config: Config, seed: int | None) -> Env:

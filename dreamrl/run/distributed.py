@@ -51,6 +51,7 @@ from dreamrl.config import Config, ConfigError
 from dreamrl.devices import resolve_device
 from dreamrl.replay import Replay
 from dreamrl.run.errors import RunError
+from dreamrl.run.job import launched_ranks
 from dreamrl.run.lock import RunDirBusyError, exclusive
 from dreamrl.run.logging import Mean
 from dreamrl.run.resume import REPLICA_PREFIX
@@ -68,18 +69,6 @@ T = TypeVar("T")
 
 class RankLostError(RunError):
     """A collective failed: another rank stopped (its own message says why) or hung."""
-
-
-def launched_ranks(environ: Mapping[str, str] = os.environ) -> int:
-    """The job's number of ranks as torchrun's environment says (``WORLD_SIZE``); 1 when
-    this process was not started by torchrun."""
-    return int(environ.get("WORLD_SIZE", "1"))
-
-
-def rank_prefix(environ: Mapping[str, str] = os.environ) -> str:
-    """``"rank R: "`` in a process of a job of several ranks, to start its messages with;
-    ``""`` otherwise."""
-    return f"rank {environ.get('RANK', '0')}: " if launched_ranks(environ) > 1 else ""
 
 
 @dataclass
