@@ -123,6 +123,14 @@ def test_cli_refuses_an_unknown_env_before_training_anything(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_dry_run_does_not_apply_to_logdirs(fake_runs, tmp_path, capsys):
+    argv = ["compare", "--logdirs", *map(str, fake_runs), "--out", str(tmp_path / "cmp"), "--dry-run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--dry-run shows the runs a comparison would train; --logdirs trains none" in err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_cli_refuses_an_unknown_agent(tmp_path, capsys):
     code = main(["compare", "--env", "CartPole-v1", "--agents", "dreamer,ppo2", "--out", str(tmp_path)])
     assert code == 2 and "ppo2 is not an agent" in capsys.readouterr().err
@@ -165,6 +173,18 @@ def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypat
     assert [r["env_steps"] for r in held["agents"]["horizon50"]["runs"]] == [100]
     assert (out / "compare.html").is_file()
     assert f"interrupted: {table} holds the runs so far" in capsys.readouterr().out
+
+    argv = ["compare", "--env", "CartPole-v1", "--agents", "dreamer,horizon50", "--seeds", "2"]
+    argv += ["--steps", "200", "--preset", "debug", "--out", str(out), "--dry-run", "agent.kind=fake"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"dreamer seed 0: done (200 env steps)  {out / 'dreamer' / 'seed0'}",
+        f"dreamer seed 1: done (200 env steps)  {out / 'dreamer' / 'seed1'}",
+        f"horizon50 seed 0: partial: 100 of 200 env steps  {out / 'horizon50' / 'seed0'}",
+        f"horizon50 seed 1: new: 200 env steps  {out / 'horizon50' / 'seed1'}",
+        "4 runs: 2 done, 2 to train",
+    ]
+    assert len(fake_trainer.CALLS) == 3  # the dry run trained nothing
     specs = plan(out, "CartPole-v1", ["dreamer", "horizon50"], 2, 200, ["debug"], {"agent.kind": "fake"})
     assert [status(s) for s in specs] == ["done", "done", "partial", "new"]
 

@@ -6,7 +6,8 @@
     dreamrl compare --logdirs RUN_DIR ... --out DIR [--threshold R]
 
 Rerunning the same command on the same ``--out`` trains only the runs not yet done; the
-table is written again whenever a run ends.
+table is written again whenever a run ends. ``--dry-run`` lists the runs with how far each
+got, training nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--logdirs", nargs="+", type=Path, help="compare these existing run dirs instead of training"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar inside each run")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every run of the comparison, in training order, with how far it got; train nothing",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     return p
 
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--logdirs compares existing runs: --env, --steps, --preset and overrides do not apply"
             )
+        if args.dry_run:
+            raise ConfigError("--dry-run shows the runs a comparison would train; --logdirs trains none")
         summary = compare_logdirs(args.logdirs, args.out, args.threshold, args.reps)
     else:
         if not args.env:
@@ -82,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--parallel: {args.parallel} is not a positive number of runs")
         agents = [a.strip() for a in args.agents.split(",") if a.strip()]
         steps = int(args.steps) if args.steps is not None else None
+        if args.dry_run:
+            from dreamrl.compare.runs import describe_plan, plan
+
+            specs = plan(args.out, args.env, agents, args.seeds, steps, presets, overrides, args.order)
+            for line in describe_plan(specs):
+                print(line)
+            return 0
         summary = compare(
             args.out,
             args.env,

@@ -222,6 +222,24 @@ def run_all(
     return _in_parallel(pending, out, parallel, max(1, budget // parallel), ended)
 
 
+def describe_plan(specs: Sequence[RunSpec]) -> list[str]:
+    """One line per run of a comparison, in training order: done, how far a started one
+    got, or new; then how many a rerun would train. What ``compare --dry-run`` prints."""
+    lines = []
+    for spec in specs:
+        state = status(spec)
+        if state == "done":
+            what = f"done ({spec.config.run.steps:,} env steps)"
+        elif state == "partial":
+            what = f"partial: {done_steps(spec.run_dir):,} of {spec.config.run.steps:,} env steps"
+        else:
+            what = f"new: {spec.config.run.steps:,} env steps"
+        lines.append(f"{spec.agent} seed {spec.seed}: {what}  {spec.run_dir}")
+    pending = sum(status(s) != "done" for s in specs)
+    lines.append(f"{len(specs)} runs: {len(specs) - pending} done, {pending} to train")
+    return lines
+
+
 def _describe(spec: RunSpec) -> str:
     state = status(spec)
     if state == "partial":
