@@ -123,6 +123,32 @@ def test_cli_refuses_an_unknown_env_before_training_anything(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_dry_run_estimates_the_time_left_at_each_agents_pace(tmp_path):
+    from dreamrl.compare.runs import describe_plan
+    from dreamrl.run.checkpoint import save_checkpoint
+
+    from fixtures.fake_trainer import _Saved
+
+    specs = plan(tmp_path, "CartPole-v1", ["dreamer", "horizon50"], 2, 2000, ["debug"])
+    first = specs[0]  # dreamer seed 0: 1,000 env steps in 600 s on its clock, checkpointed there
+    first.run_dir.mkdir(parents=True)
+    RunDir(first.run_dir).config.write_text(json.dumps(to_dict(first.config)))
+    records = [{"step": 500, "time/elapsed": 200.0}, {"step": 1000, "time/elapsed": 600.0}]
+    RunDir(first.run_dir).metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    save_checkpoint(first.run_dir, 1000, _Saved(), {"env_steps": 1000}, keep=2)
+    lines = describe_plan(specs[:2])
+    # 0.6 s an env step: 1,000 left of seed 0 is 10 min, 2,000 of seed 1 is 20.
+    pace = "at this agent's pace"
+    assert lines == [
+        f"dreamer seed 0: partial: 1,000 of 2,000 env steps, about 10 min {pace}  {first.run_dir}",
+        f"dreamer seed 1: new: 2,000 env steps, about 20 min {pace}  {specs[1].run_dir}",
+        "2 runs: 0 done, 2 to train, about 30 min one after another",
+    ]
+    lines = describe_plan(specs)  # horizon50 has no clock yet: no estimate for it or the total
+    assert lines[2] == f"horizon50 seed 0: new: 2,000 env steps  {specs[2].run_dir}"
+    assert lines[-1] == "4 runs: 0 done, 4 to train (no time estimate: an agent has no run with a clock yet)"
+
+
 def test_dry_run_does_not_apply_to_logdirs(fake_runs, tmp_path, capsys):
     argv = ["compare", "--logdirs", *map(str, fake_runs), "--out", str(tmp_path / "cmp"), "--dry-run"]
     assert main(argv) == 2
@@ -177,12 +203,14 @@ def test_an_interrupted_compare_resumes_only_what_is_missing(tmp_path, monkeypat
     argv = ["compare", "--env", "CartPole-v1", "--agents", "dreamer,horizon50", "--seeds", "2"]
     argv += ["--steps", "200", "--preset", "debug", "--out", str(out), "--dry-run", "agent.kind=fake"]
     assert main(argv) == 0
+    pace = "at this agent's pace"
     assert capsys.readouterr().out.splitlines() == [
         f"dreamer seed 0: done (200 env steps)  {out / 'dreamer' / 'seed0'}",
         f"dreamer seed 1: done (200 env steps)  {out / 'dreamer' / 'seed1'}",
-        f"horizon50 seed 0: partial: 100 of 200 env steps  {out / 'horizon50' / 'seed0'}",
-        f"horizon50 seed 1: new: 200 env steps  {out / 'horizon50' / 'seed1'}",
-        "4 runs: 2 done, 2 to train",
+        # The fake runs' clocks say 1 ms an env step: well under a minute left.
+        f"horizon50 seed 0: partial: 100 of 200 env steps, about 0 min {pace}  {out / 'horizon50' / 'seed0'}",
+        f"horizon50 seed 1: new: 200 env steps, about 0 min {pace}  {out / 'horizon50' / 'seed1'}",
+        "4 runs: 2 done, 2 to train, about 0 min one after another",
     ]
     assert len(fake_trainer.CALLS) == 3  # the dry run trained nothing
     specs = plan(out, "CartPole-v1", ["dreamer", "horizon50"], 2, 200, ["debug"], {"agent.kind": "fake"})

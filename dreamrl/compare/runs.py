@@ -15,6 +15,7 @@ budget, its output in ``DIR/<agent>/seed<k>.log``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -224,20 +225,53 @@ def run_all(
 
 def describe_plan(specs: Sequence[RunSpec]) -> list[str]:
     """One line per run of a comparison, in training order: done, how far a started one
-    got, or new; then how many a rerun would train. What ``compare --dry-run`` prints."""
+    got, or new, and for one not done the wall time it would take at its agent's pace so
+    far (:func:`agent_pace`); then how many a rerun would train and the time they would
+    take together, where every one of them has a pace. What ``compare --dry-run`` prints."""
+    pace = agent_pace(specs)
     lines = []
+    left: list[float] = []
     for spec in specs:
-        state = status(spec)
+        state, total = status(spec), spec.config.run.steps
         if state == "done":
-            what = f"done ({spec.config.run.steps:,} env steps)"
-        elif state == "partial":
-            what = f"partial: {done_steps(spec.run_dir):,} of {spec.config.run.steps:,} env steps"
-        else:
-            what = f"new: {spec.config.run.steps:,} env steps"
+            lines.append(f"{spec.agent} seed {spec.seed}: done ({total:,} env steps)  {spec.run_dir}")
+            continue
+        done = done_steps(spec.run_dir) if state == "partial" else 0
+        what = f"partial: {done:,} of {total:,} env steps" if done else f"new: {total:,} env steps"
+        seconds = (total - done) * pace[spec.agent] if spec.agent in pace else math.nan
+        left.append(seconds)
+        if math.isfinite(seconds):
+            what += f", about {_duration(seconds)} at this agent's pace"
         lines.append(f"{spec.agent} seed {spec.seed}: {what}  {spec.run_dir}")
-    pending = sum(status(s) != "done" for s in specs)
-    lines.append(f"{len(specs)} runs: {len(specs) - pending} done, {pending} to train")
+    total_line = f"{len(specs)} runs: {len(specs) - len(left)} done, {len(left)} to train"
+    if left and all(math.isfinite(s) for s in left):
+        total_line += f", about {_duration(sum(left))} one after another"
+    elif left:
+        total_line += " (no time estimate: an agent has no run with a clock yet)"
+    lines.append(total_line)
     return lines
+
+
+def agent_pace(specs: Sequence[RunSpec]) -> dict[str, float]:
+    """Wall seconds per env step of each agent over its runs so far (done or started):
+    their ``time/elapsed`` clocks summed over their env steps summed. An agent with no run
+    that has logged its clock is left out. A pace is a fact about the machine the runs
+    ran on; evaluation and saving are in it."""
+    from dreamrl.report.html import _read_records
+
+    clock: dict[str, list[float]] = {}
+    for spec in specs:
+        records = _read_records(RunDir(spec.run_dir).metrics, [])
+        times = [r["time/elapsed"] for r in records if isinstance(r.get("time/elapsed"), (int, float))]
+        steps = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=0)
+        if times and steps > 0 and times[-1] > 0:
+            seconds, total = clock.setdefault(spec.agent, [0.0, 0.0])
+            clock[spec.agent] = [seconds + times[-1], total + steps]
+    return {agent: seconds / steps for agent, (seconds, steps) in clock.items()}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _describe(spec: RunSpec) -> str:
