@@ -879,10 +879,16 @@ def validate(config: Config) -> Config:
 
 def warnings_for(config: Config) -> list[str]:
     """Settings that run but that the lesson's common mistakes warn against (each preset of
-    :data:`dreamrl.presets.MISTAKES` sets one; docs/compare.md says what each predicts)."""
-    out = _behaviour_warnings(config.agent) + _kl_warnings(config.agent.loss_scales)
-    if config.batch_length < 16:
-        out.append(f"batch_length={config.batch_length}: short sequences starve the GRU of context.")
+    :data:`dreamrl.presets.MISTAKES` sets one; docs/compare.md says what each predicts), and,
+    for a model-free baseline, settings under which ``run.steps`` leaves it almost no learning."""
+    from dreamrl.agents import learns_world_model
+
+    if learns_world_model(config.agent.kind):
+        out = _behaviour_warnings(config.agent) + _kl_warnings(config.agent.loss_scales)
+        if config.batch_length < 16:
+            out.append(f"batch_length={config.batch_length}: short sequences starve the GRU of context.")
+    else:
+        out = _baseline_warnings(config)
     dmc = config.env.dmc
     if dmc.eval_distractor != dmc.distractor:
         where = (
@@ -891,6 +897,32 @@ def warnings_for(config: Config) -> list[str]:
         out.append(
             f"env.dmc.eval_distractor={dmc.eval_distractor!r} differs from env.dmc.distractor="
             f"{dmc.distractor!r}: evaluation measures transfer to visuals training never saw{where}."
+        )
+    return out
+
+
+def _baseline_warnings(config: Config) -> list[str]:
+    """Model-free settings under which a run of ``run.steps`` barely learns: SB3's defaults
+    were made for runs of a million steps, and a short comparison can fall under them."""
+    b, steps, out = config.agent.baseline, config.run.steps, []
+    if config.agent.kind == "ppo":
+        rollout = b.ppo.n_steps * b.envs
+        if steps // rollout < 3:
+            out.append(
+                f"agent.baseline.ppo.n_steps={b.ppo.n_steps} x {b.envs} env(s): PPO learns once every "
+                f"{rollout:,} env steps, so {steps // rollout} time(s) in run.steps={steps:,}."
+            )
+    algo = b.sac if config.agent.kind == "sac" else b.dqn
+    if config.agent.kind in ("sac", "dqn") and algo.learning_starts >= steps:
+        out.append(
+            f"agent.baseline.{config.agent.kind}.learning_starts={algo.learning_starts:,} is not under "
+            f"run.steps={steps:,}: the run ends before its first update."
+        )
+    if config.agent.kind == "dqn" and b.dqn.target_update_interval >= steps:
+        out.append(
+            f"agent.baseline.dqn.target_update_interval={b.dqn.target_update_interval:,} is not under "
+            f"run.steps={steps:,}: the target network is never updated, so every Q-target comes "
+            "from the initial network."
         )
     return out
 

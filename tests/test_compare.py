@@ -335,3 +335,14 @@ def test_runs_on_two_kinds_of_machine_are_named_on_the_page_and_warned_of(fake_r
     page = (tmp_path / "mixed" / "compare.html").read_text()
     assert "Warning: wall times come from 2 kinds of machine" in page
     assert "AMD EPYC, 2 cores, avx2/avx512f" in page
+
+
+def test_what_a_run_was_warned_of_at_start_is_in_the_table_and_on_the_page(fake_runs, tmp_path):
+    from dreamrl.compare import describe
+
+    summary = compare_logdirs(fake_runs, tmp_path / "cmp", threshold=100.0)
+    assert summary["agents"]["dreamer"]["warnings"] == []
+    (warned,) = summary["agents"]["horizon50"]["warnings"]
+    assert "agent.imag_length=50" in warned
+    assert f"warning: horizon50: {warned}" in describe(summary)
+    assert "Settings warned about" in (tmp_path / "cmp" / "compare.html").read_text()

@@ -254,3 +254,17 @@ def test_with_no_size_named_the_config_takes_the_hardwares_size():
     assert build_config([], {"task": "x", "agent.dyn.rssm.deter": 256}).presets == ()
     assert build_config([], {"task": "x"}, size=None).agent.dyn.rssm.deter == 8192
     assert build_config([], {"task": "x", "compute.device": "cpu"}).presets == ("size1m",)
+
+
+def test_a_baseline_too_short_for_its_settings_is_warned_of():
+    """SB3's defaults at a 2,500-step run: PPO's 2,048-step rollout learns once, DQN's target
+    network (every 10,000 steps) is never updated; Dreamer's knobs are not a baseline's."""
+    ppo = warnings_for(build_config(["ppo"], {"run.steps": 2500}))
+    assert len(ppo) == 1 and "learns once every 2,048 env steps, so 1 time(s)" in ppo[0]
+    assert warnings_for(build_config(["ppo"], {"run.steps": 2500, "agent.baseline.ppo.n_steps": 256})) == []
+    dqn = warnings_for(build_config(["dqn"], {"run.steps": 2500}))
+    assert len(dqn) == 1 and "target network is never updated" in dqn[0]
+    short = {"run.steps": 50, "agent.baseline.dqn.target_update_interval": 10}
+    late = warnings_for(build_config(["dqn"], short))
+    assert len(late) == 1 and "learning_starts=100" in late[0]
+    assert warnings_for(build_config(["dqn"], {"run.steps": 20000, "batch_length": 8})) == []

@@ -214,5 +214,7 @@ def describe(summary: Mapping[str, Any]) -> list[str]:
         if gap:
             parts.append(f"fantasy gap H={gap['horizons'][-1]} {gap['gap'][-1]:+.3g}")
         lines.append("  ".join(parts))
+    for name, a in summary["agents"].items():
+        lines.extend(f"warning: {name}: {w}" for w in a.get("warnings", []))
     lines.extend(f"warning: {w}" for w in summary.get("wall_time_warnings", []))
     return lines

@@ -12,6 +12,9 @@ Per agent, over its seeds (see :mod:`.stats` for the statistics):
 - ``cost``: wall seconds and GFLOPs per env step (:mod:`.costs`), and the machines the
   runs' sessions ran on (:mod:`dreamrl.run.machine`); ``wall_time_warnings`` says where
   those make wall times unfit to compare;
+- ``warnings``: what ``dreamrl train`` warned about at the start of its runs
+  (:func:`dreamrl.config.warnings_for`): a mistake preset's knob, a baseline's setting that
+  the run is too short for;
 - ``openloop``: the open-loop errors against horizon of each seed's newest diagnostics,
   averaged over seeds, and the world model they come from;
 - ``fantasy_gap``: the same for the fantasy gap (:mod:`dreamrl.diagnostics.fantasy`).
@@ -32,7 +35,7 @@ import numpy as np
 
 from dreamrl.agents import learns_world_model
 from dreamrl.compare import costs, stats
-from dreamrl.config import Config
+from dreamrl.config import Config, warnings_for
 from dreamrl.run import aggregate, machine
 from dreamrl.rundir import RunDir
 
@@ -174,6 +177,7 @@ def summarize_agent(
         "kind": config.agent.kind,
         "world_model": config.agent.wm if learns_world_model(config.agent.kind) else None,
         "presets": list(config.presets),
+        "warnings": _union(warnings_for(r.config) for r in runs),
         "runs": per_run,
     }
     if curves:

@@ -4,7 +4,8 @@ Like ``dreamrl report``'s page it is one self-contained file (the same CSS, plot
 embedded, no JavaScript). It shows, per agent: evaluation return against env steps with
 bootstrap bands over seeds; the steps-to-threshold table (the lesson's worked example);
 final mean and IQM with intervals; wall time and FLOPs per env step; open-loop errors
-against horizon per world model; the fantasy gap; and every run it was made from.
+against horizon per world model; the fantasy gap; what each agent's runs were warned
+about at their start; and every run it was made from.
 """
 
 from __future__ import annotations
@@ -206,6 +207,17 @@ def _runs(agents: Mapping[str, Any]) -> str:
     return _table(["agent", "seed", "run dir", "env steps", "final return", "steps to threshold"], rows)
 
 
+def _warnings(agents: Mapping[str, Any]) -> str:
+    rows = [[esc(name), esc(w)] for name, a in agents.items() for w in a.get("warnings", [])]
+    if not rows:
+        return _absent("No run was warned about at its start.")
+    note = (
+        "<p>What <code>dreamrl train</code> warned about at the start of these runs: a mistake "
+        "preset's knob, or a baseline's setting that the run is too short for.</p>"
+    )
+    return note + _table(["agent", "warning"], rows)
+
+
 def build_compare_page(summary: Mapping[str, Any]) -> str:
     """The page's HTML for ``compare.json``'s content."""
     from dreamrl import __version__
@@ -221,6 +233,7 @@ def build_compare_page(summary: Mapping[str, Any]) -> str:
         ("cost", "Cost per env step", _costs(agents, summary.get("wall_time_warnings", []))),
         ("openloop", "Open-loop error against horizon", _openloop(agents)),
         ("fantasy", "Fantasy gap", _fantasy(agents)),
+        ("warnings", "Settings warned about", _warnings(agents)),
         ("runs", "Runs", _runs(agents)),
     ]
     nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title, _ in sections)
