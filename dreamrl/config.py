@@ -912,10 +912,12 @@ def _baseline_warnings(config: Config) -> list[str]:
                 f"agent.baseline.ppo.n_steps={b.ppo.n_steps} x {b.envs} env(s): PPO learns once every "
                 f"{rollout:,} env steps, so {steps // rollout} time(s) in run.steps={steps:,}."
             )
-    algo = b.sac if config.agent.kind == "sac" else b.dqn
-    if config.agent.kind in ("sac", "dqn") and algo.learning_starts >= steps:
+    if (
+        config.agent.kind in ("sac", "dqn")
+        and (starts := getattr(b, config.agent.kind).learning_starts) >= steps
+    ):
         out.append(
-            f"agent.baseline.{config.agent.kind}.learning_starts={algo.learning_starts:,} is not under "
+            f"agent.baseline.{config.agent.kind}.learning_starts={starts:,} is not under "
             f"run.steps={steps:,}: the run ends before its first update."
         )
     if config.agent.kind == "dqn" and b.dqn.target_update_interval >= steps:
